@@ -1,0 +1,37 @@
+# One entry point for set-up, serving and tests. Every target sets itself up.
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+PROTO  := proto/modelcache/v1/modelcache.proto
+GEN    := modelcache_svc/_gen/modelcache/v1/modelcache_pb2.py
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup proto run test bench eval clean
+
+setup: $(STAMP) $(GEN)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	# torch first and pinned: the CPU build on disk, never a CUDA download
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+proto: $(GEN)
+
+# Generated stubs live in modelcache_svc/_gen (ignored by git); the virtual
+# include path makes their imports absolute inside our package.
+$(GEN): $(PROTO) $(STAMP)
+	$(PY) -m grpc_tools.protoc -Imodelcache_svc/_gen=proto \
+		--python_out=. --pyi_out=. --grpc_python_out=. \
+		modelcache_svc/_gen/modelcache/v1/modelcache.proto
+
+run: setup
+	$(VENV)/bin/modelcache-svc serve $(ARGS)
+
+test: setup
+	$(PY) -m pytest -q $(ARGS)
+
+clean:
+	rm -rf $(VENV) modelcache_svc/_gen data

@@ -1,0 +1,91 @@
+"""Builds the whole service from one Settings: stores, embedder, core, servers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from .cache.service import CacheCore
+from .config import Settings
+from .embedding import Embedder, EmbeddingBatcher, load_embedder
+from .errors import InvalidArgument
+from .stores import open_scalar_store
+from .stores.milvus_store import MilvusVectorStore
+from .transport.grpc_server import GrpcFrontEnd, start_grpc_server
+
+log = logging.getLogger("modelcache_svc")
+LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
+def check_exposure(settings: Settings) -> None:
+    """Auth may be off only when nothing but this host can reach the server."""
+    if not settings.admin_key and settings.host not in LOOPBACK:
+        raise InvalidArgument(
+            f"refusing to listen on {settings.host} without authentication: "
+            "set --admin-key (or MODELCACHE_ADMIN_KEY), or listen on 127.0.0.1"
+        )
+
+
+def build_core(settings: Settings, embedder: Embedder | None = None) -> CacheCore:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    scalar = open_scalar_store(settings.resolved_scalar_uri, settings.namespace, timeout=settings.store_timeout_s)
+    vector = MilvusVectorStore(settings.resolved_vector_uri, settings.namespace, timeout=settings.store_timeout_s)
+    if embedder is None:
+        embedder = load_embedder(settings.embedding_backend, settings.embedding_model, threads=settings.embedding_threads)
+    batcher = EmbeddingBatcher(
+        embedder, max_batch=settings.embedding_max_batch, max_wait_ms=settings.embedding_max_wait_ms
+    )
+    return CacheCore(settings, scalar, vector, batcher)
+
+
+@dataclass
+class Service:
+    """A running service: the core and its servers, with one start and one stop."""
+
+    settings: Settings
+    core: CacheCore
+    grpc_server: grpc.aio.Server | None = None
+    grpc_port: int = 0
+    front: GrpcFrontEnd | None = None
+    extras: list[Any] = field(default_factory=list)
+
+    async def start(self) -> None:
+        check_exposure(self.settings)
+        await self.core.start()
+        self.front = GrpcFrontEnd(self.core)
+        self.grpc_server, self.grpc_port = await start_grpc_server(
+            self.front, self.settings.host, self.settings.grpc_port, self.settings.limits.max_message_bytes
+        )
+        log.info("serving gRPC on %s:%d", self.settings.host, self.grpc_port)
+
+    async def stop(self, grace: float = 5.0) -> None:
+        if self.front is not None:
+            await self.front.health.enter_graceful_shutdown()
+        if self.grpc_server is not None:
+            await self.grpc_server.stop(grace)
+        await self.core.stop()
+        self.core.embedder.close()
+        self.core.vector.close()
+        self.core.scalar.close()
+
+
+async def serve(settings: Settings, embedder: Embedder | None = None) -> None:
+    """Run until SIGINT/SIGTERM, then drain and stop."""
+    service = Service(settings, build_core(settings, embedder))
+    await service.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"modelcache-svc ready: gRPC {settings.host}:{service.grpc_port}", flush=True)
+    await stop.wait()
+    log.info("shutting down")
+    await service.stop()

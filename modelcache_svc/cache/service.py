@@ -1,0 +1,333 @@
+"""The cache core: query, insert, remove, clear. No transport in here.
+
+One way in for data: a transport calls these methods with plain types and a
+Principal; this module validates, then talks to the embedder and the two
+stores. Store calls are blocking and run on a thread pool, never on the event
+loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from ..config import Settings
+from ..embedding import EmbeddingBatcher
+from ..errors import InvalidArgument, Unavailable
+from ..stores.base import ScalarStore, VectorStore
+from .keys import ChatKey, chat_key, check_answer, check_entry_ids, check_metadata, check_model_name, check_tenant_name
+from .matching import guard_veto, resolve_threshold
+from .tenants import Principal, TenantRegistry
+from .types import EntryRow, MatchKind, Message, NewEntry, QueryResult, Scope, Tenant, TenantConfig
+
+log = logging.getLogger("modelcache_svc.cache")
+T = TypeVar("T")
+MAX_TTL_SECONDS = 10 * 365 * 24 * 3600
+
+
+class CacheCore:
+    def __init__(
+        self,
+        settings: Settings,
+        scalar: ScalarStore,
+        vector: VectorStore,
+        embedder: EmbeddingBatcher,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.scalar = scalar
+        self.vector = vector
+        self.embedder = embedder
+        self._clock = clock
+        self._pool = ThreadPoolExecutor(max_workers=settings.store_threads, thread_name_prefix="store")
+        self.tenants = TenantRegistry(scalar, self._run, settings.admin_key, clock)
+        self._hits: list[tuple[str, float]] = []
+        self._capacity_locks: dict[str, asyncio.Lock] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closed = False
+
+    # -- lifecycle --------------------------------------------------------------
+    async def start(self) -> None:
+        await self._run(self.scalar.migrate)
+        await self._run(self.vector.ensure_collection, self.embedder.model_id, self.embedder.dim)
+        if self.settings.default_tenant:
+            await self.tenants.ensure(self.settings.default_tenant, TenantConfig())
+        self._tasks.append(asyncio.get_running_loop().create_task(self._background()))
+
+    async def stop(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+        await self._flush_hits()
+        self._pool.shutdown(wait=True)
+
+    async def ready(self) -> bool:
+        try:
+            await asyncio.wait_for(self._run(self.scalar.ping), self.settings.store_timeout_s)
+            await asyncio.wait_for(self._run(self.vector.ping), self.settings.store_timeout_s)
+        except Exception:
+            return False
+        return True
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    # -- scope ---------------------------------------------------------------------
+    async def _tenant_for(self, principal: Principal, tenant: str) -> Tenant:
+        check_tenant_name(tenant)
+        principal.check_tenant(tenant)
+        return await self.tenants.get(tenant)
+
+    async def _scope(self, principal: Principal, scope: Scope) -> Tenant:
+        tenant = await self._tenant_for(principal, scope.tenant)
+        check_model_name(scope.model)
+        return tenant
+
+    # -- query -----------------------------------------------------------------------
+    async def query(
+        self,
+        principal: Principal,
+        scope: Scope,
+        messages: Sequence[Message],
+        *,
+        similarity_threshold: float | None = None,
+        top_k: int = 0,
+    ) -> QueryResult:
+        tenant = await self._scope(principal, scope)
+        key = chat_key(messages, self.settings.limits)
+        threshold = resolve_threshold(
+            similarity_threshold, tenant.config.similarity_threshold, self.settings.similarity_threshold
+        )
+        if top_k < 0 or top_k > self.settings.limits.max_top_k:
+            raise InvalidArgument(f"top_k must be 0..{self.settings.limits.max_top_k}")
+        now = self._clock()
+        row = await self._run(self.scalar.get_by_exact_key, scope.tenant, scope.model, key.exact_key, now)
+        if row is not None:
+            self._hits.append((row.id, now))
+            return QueryResult(True, MatchKind.EXACT, row.answer, row.id, 1.0, row.question)
+        return await self._semantic(scope, key, threshold, top_k or self.settings.top_k, now)
+
+    async def _semantic(self, scope: Scope, key: ChatKey, threshold: float, top_k: int, now: float) -> QueryResult:
+        vector = await self.embedder.embed(key.question)
+        hits = await self._run(
+            self.vector.search, self.embedder.model_id, scope.tenant, scope.model, key.context_hash, vector, top_k
+        )
+        candidates = [h for h in hits if h.similarity >= threshold]
+        if not candidates:
+            return QueryResult.miss()
+        rows = await self._run(self.scalar.get_entries, [h.id for h in candidates], now)
+        for hit in candidates:
+            row = rows.get(hit.id)
+            # A vector without a live row of this very scope and context is never served.
+            if row is None or row.tenant != scope.tenant or row.model != scope.model:
+                continue
+            if row.context_hash != key.context_hash:
+                continue
+            if self.settings.precision_guard and guard_veto(key.question, row.question) is not None:
+                continue
+            self._hits.append((row.id, now))
+            return QueryResult(True, MatchKind.SEMANTIC, row.answer, row.id, min(hit.similarity, 1.0), row.question)
+        return QueryResult.miss()
+
+    # -- insert ------------------------------------------------------------------------
+    async def insert(self, principal: Principal, scope: Scope, entries: Sequence[NewEntry]) -> list[str]:
+        tenant = await self._scope(principal, scope)
+        limits = self.settings.limits
+        if not entries:
+            raise InvalidArgument("entries is empty: nothing to insert")
+        if len(entries) > limits.max_entries_per_insert:
+            raise InvalidArgument(f"too many entries: {len(entries)} > {limits.max_entries_per_insert} per call")
+        now = self._clock()
+        rows: list[EntryRow] = []
+        keys: list[ChatKey] = []
+        for i, entry in enumerate(entries):
+            try:
+                key = chat_key(entry.messages, limits)
+                answer = check_answer(entry.answer, limits)
+                metadata = check_metadata(entry.metadata, limits)
+                ttl = entry.ttl_seconds or tenant.config.ttl_seconds
+                if ttl < 0 or ttl > MAX_TTL_SECONDS:
+                    raise InvalidArgument(f"ttl_seconds must be 0..{MAX_TTL_SECONDS}")
+            except InvalidArgument as exc:
+                raise InvalidArgument(f"entries[{i}]: {exc.message}") from exc
+            keys.append(key)
+            rows.append(
+                EntryRow(
+                    id=uuid.uuid4().hex,
+                    tenant=scope.tenant,
+                    model=scope.model,
+                    context_hash=key.context_hash,
+                    exact_key=key.exact_key,
+                    question=key.question,
+                    messages_json=json.dumps([[m.role, m.content] for m in key.messages], ensure_ascii=False),
+                    answer=answer,
+                    metadata_json=json.dumps(metadata, ensure_ascii=False, sort_keys=True),
+                    embed_model=self.embedder.model_id,
+                    created_at=now,
+                    expires_at=now + ttl if ttl else None,
+                    last_hit_at=now,
+                )
+            )
+        vectors = await self.embedder.embed_many([k.question for k in keys])
+        # Scalar row first, then the vector: a vector without a row is never served.
+        results = await self._run(self.scalar.upsert_entries, rows)
+        ids = [entry_id for entry_id, _ in results]
+        try:
+            await self._run(
+                self.vector.insert,
+                self.embedder.model_id,
+                scope.tenant,
+                scope.model,
+                [(ids[i], keys[i].context_hash) for i in range(len(ids))],
+                vectors,
+            )
+        except Unavailable:
+            created = [entry_id for entry_id, was_created in results if was_created]
+            try:
+                await self._run(self.scalar.delete_ids, created)
+            except Exception:
+                log.warning("insert: vector write failed and rows %s stay for the repair pass", created)
+            raise
+        if tenant.config.max_entries:
+            await self._enforce_capacity(tenant)
+        return ids
+
+    async def _enforce_capacity(self, tenant: Tenant) -> int:
+        lock = self._capacity_locks.setdefault(tenant.name, asyncio.Lock())
+        async with lock:
+            count = await self._run(self.scalar.count_entries, tenant.name, None)
+            excess = count - tenant.config.max_entries
+            if excess <= 0:
+                return 0
+            victims = await self._run(
+                self.scalar.eviction_candidates, tenant.name, tenant.config.eviction_policy, excess
+            )
+            await self._delete_rows(tenant.name, victims)
+            return len(victims)
+
+    async def _delete_rows(self, tenant: str, victims: Sequence[tuple[str, str]]) -> None:
+        if not victims:
+            return
+        await self._run(self.scalar.delete_ids, [v[0] for v in victims])
+        by_model: dict[str, list[str]] = {}
+        for entry_id, model in victims:
+            by_model.setdefault(model, []).append(entry_id)
+        for model, ids in by_model.items():
+            await self._run(self.vector.delete, tenant, model, ids)
+
+    # -- remove / clear ------------------------------------------------------------------
+    async def remove(self, principal: Principal, scope: Scope, ids: Sequence[str]) -> int:
+        await self._scope(principal, scope)
+        checked = check_entry_ids(ids, self.settings.limits)
+        if not checked:
+            return 0
+        deleted = await self._run(self.scalar.delete_entries, scope.tenant, scope.model, checked)
+        if deleted:
+            await self._run(self.vector.delete, scope.tenant, scope.model, deleted)
+        return len(deleted)
+
+    async def clear(self, principal: Principal, tenant: str, model: str | None) -> int:
+        await self._tenant_for(principal, tenant)
+        if model:
+            check_model_name(model)
+        removed = await self._run(self.scalar.clear, tenant, model or None)
+        await self._run(self.vector.clear, tenant, model or None)
+        return int(removed)
+
+    # -- tenants ---------------------------------------------------------------------------
+    async def create_tenant(self, principal: Principal, name: str, config: TenantConfig) -> Tenant:
+        principal.check_admin()
+        return await self.tenants.create(name, config)
+
+    async def get_tenant(self, principal: Principal, name: str) -> Tenant:
+        principal.check_admin()
+        tenant = await self.tenants.get(name)
+        count = await self._run(self.scalar.count_entries, name, None)
+        return _with_entries(tenant, count)
+
+    async def list_tenants(self, principal: Principal) -> list[Tenant]:
+        principal.check_admin()
+        tenants = await self.tenants.list()
+        counts = await self._run(self.scalar.count_by_tenant)
+        return [_with_entries(t, counts.get(t.name, 0)) for t in tenants]
+
+    async def update_tenant(self, principal: Principal, name: str, config: TenantConfig) -> Tenant:
+        principal.check_admin()
+        tenant = await self.tenants.update(name, config)
+        if tenant.config.max_entries:
+            await self._enforce_capacity(tenant)
+        count = await self._run(self.scalar.count_entries, name, None)
+        return _with_entries(tenant, count)
+
+    async def delete_tenant(self, principal: Principal, name: str) -> int:
+        principal.check_admin()
+        await self.tenants.get(name)
+        removed = await self._run(self.scalar.clear, name, None)
+        await self._run(self.vector.clear, name, None)
+        await self.tenants.delete(name)
+        return int(removed)
+
+    async def create_api_key(self, principal: Principal, tenant: str) -> tuple[str, str]:
+        principal.check_admin()
+        record, key = await self.tenants.create_api_key(tenant)
+        return record.id, key
+
+    async def revoke_api_key(self, principal: Principal, key_id: str) -> None:
+        principal.check_admin()
+        if not isinstance(key_id, str) or not key_id or len(key_id) > 64:
+            raise InvalidArgument("key id is invalid")
+        await self.tenants.revoke_api_key(key_id)
+
+    # -- background: hit counters and expiry --------------------------------------------------
+    async def _background(self) -> None:
+        ticks = 0
+        while True:
+            await asyncio.sleep(0.5)
+            ticks += 1
+            try:
+                await self._flush_hits()
+                if ticks % 10 == 0:
+                    await self.expire()
+            except Exception:
+                log.exception("background maintenance failed; will retry")
+
+    async def _flush_hits(self) -> None:
+        if not self._hits:
+            return
+        hits, self._hits = self._hits, []
+        try:
+            await self._run(self.scalar.record_hits, hits)
+        except Unavailable:
+            log.warning("could not record %d hits: scalar store unavailable", len(hits))
+
+    async def expire(self) -> int:
+        """Delete expired entries from both stores (queries already skip them)."""
+        total = 0
+        while True:
+            rows = await self._run(self.scalar.expired, self._clock(), 1000)
+            if not rows:
+                return total
+            by_tenant: dict[str, list[tuple[str, str]]] = {}
+            for entry_id, tenant, model in rows:
+                by_tenant.setdefault(tenant, []).append((entry_id, model))
+            for tenant, victims in by_tenant.items():
+                await self._delete_rows(tenant, victims)
+            total += len(rows)
+
+
+def _with_entries(tenant: Tenant, count: int) -> Tenant:
+    return Tenant(tenant.name, tenant.config, tenant.created_at, count)

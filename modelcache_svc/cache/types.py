@@ -1,0 +1,103 @@
+"""Plain data the core passes between its parts and to transports."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class MatchKind(enum.Enum):
+    MISS = "miss"
+    EXACT = "exact"
+    SEMANTIC = "semantic"
+
+
+class EvictionPolicy(enum.Enum):
+    LRU = "lru"
+    LFU = "lfu"
+    FIFO = "fifo"
+
+
+ROLES = frozenset({"system", "user", "assistant", "tool"})
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    tenant: str
+    model: str
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    role: str
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class TenantConfig:
+    similarity_threshold: float | None = None
+    ttl_seconds: int = 0
+    max_entries: int = 0
+    eviction_policy: EvictionPolicy = EvictionPolicy.LRU
+    embedding_model: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    name: str
+    config: TenantConfig
+    created_at: float
+    entries: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class NewEntry:
+    """What a caller asks to write."""
+
+    messages: tuple[Message, ...]
+    answer: str
+    ttl_seconds: int = 0
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class EntryRow:
+    """One cached answer as the scalar store holds it."""
+
+    id: str
+    tenant: str
+    model: str
+    context_hash: str
+    exact_key: str
+    question: str
+    messages_json: str
+    answer: str
+    metadata_json: str
+    embed_model: str
+    created_at: float
+    expires_at: float | None
+    last_hit_at: float
+    hit_count: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class QueryResult:
+    hit: bool
+    match: MatchKind
+    answer: str = ""
+    id: str = ""
+    similarity: float = 0.0
+    matched_question: str = ""
+
+    @classmethod
+    def miss(cls) -> QueryResult:
+        return cls(hit=False, match=MatchKind.MISS)
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyRecord:
+    id: str
+    tenant: str
+    key_hash: str
+    created_at: float
+    revoked_at: float | None = None

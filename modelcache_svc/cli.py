@@ -1,0 +1,242 @@
+"""The modelcache-svc command. The environment is read here and nowhere else."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from . import errors
+from .config import Settings
+
+EXIT_USAGE = 2
+EXIT_ERROR = 1
+
+
+def _serve_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", help="home of the embedded stores (default ./data)")
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--grpc-port", type=int, help="gRPC port (default 50051; 0 = any free port)")
+    p.add_argument("--http-port", type=int, help="metrics and health port (default 8080; 0 = off)")
+    p.add_argument("--resp-port", type=int, help="Redis-protocol port (default 6390; 0 = off)")
+    p.add_argument("--vector-uri", help="a path = Milvus Lite file, http://host:port = Milvus server")
+    p.add_argument("--scalar-uri", help="sqlite:///path or mysql://user:pass@host:port/db")
+    p.add_argument("--namespace", help="prefix of every table and collection (dev/staging/prod)")
+    p.add_argument("--admin-key", help="turns authentication on; the key that reaches everything")
+    p.add_argument("--embedding-backend", choices=["torch", "text2vec"])
+    p.add_argument("--embedding-model", help="packaged:all-MiniLM-L6-v2 (default) or a local model folder")
+    p.add_argument("--similarity-threshold", type=float, help="default cosine threshold for a semantic hit")
+    p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR")
+
+
+def _client_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--target", default=None, help="server address (default $MODELCACHE_TARGET or 127.0.0.1:50051)")
+    p.add_argument("--api-key", default=None, help="key to send (default $MODELCACHE_API_KEY)")
+    p.add_argument("--timeout", type=float, default=10.0)
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _scope_flags(p: argparse.ArgumentParser, model_required: bool = True) -> None:
+    p.add_argument("--tenant", default="default")
+    p.add_argument("--model", required=model_required, default=None if model_required else "")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="modelcache-svc", description="A semantic cache for LLM products.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the service")
+    _serve_flags(serve)
+    migrate = sub.add_parser("migrate", help="apply pending schema migrations and exit")
+    _serve_flags(migrate)
+
+    q = sub.add_parser("query", help="look a chat up")
+    _client_flags(q)
+    _scope_flags(q)
+    q.add_argument("question", nargs="?", help="the user question (or use --messages)")
+    q.add_argument("--messages", help='the chat as JSON: [{"role":"user","content":"..."}]')
+    q.add_argument("--threshold", type=float, default=None)
+    q.add_argument("--top-k", type=int, default=0)
+
+    ins = sub.add_parser("insert", help="write an answer back")
+    _client_flags(ins)
+    _scope_flags(ins)
+    ins.add_argument("question", nargs="?")
+    ins.add_argument("answer")
+    ins.add_argument("--messages", help="the chat as JSON instead of a question")
+    ins.add_argument("--ttl", type=int, default=0)
+    ins.add_argument("--meta", help='metadata as a JSON object of strings')
+
+    rm = sub.add_parser("remove", help="remove entries by id")
+    _client_flags(rm)
+    _scope_flags(rm)
+    rm.add_argument("ids", nargs="+")
+
+    cl = sub.add_parser("clear", help="drop every entry of a model (or of the whole tenant)")
+    _client_flags(cl)
+    _scope_flags(cl, model_required=False)
+
+    tenant = sub.add_parser("tenant", help="manage tenants")
+    tsub = tenant.add_subparsers(dest="tenant_command", required=True)
+    for verb in ("create", "update"):
+        t = tsub.add_parser(verb)
+        _client_flags(t)
+        t.add_argument("name")
+        t.add_argument("--threshold", type=float, default=None, dest="similarity_threshold")
+        t.add_argument("--ttl", type=int, default=None, dest="ttl_seconds")
+        t.add_argument("--max-entries", type=int, default=None)
+        t.add_argument("--eviction", choices=["lru", "lfu", "fifo"], default=None, dest="eviction_policy")
+        t.add_argument("--embedding-model", default=None)
+    for verb in ("get", "delete"):
+        t = tsub.add_parser(verb)
+        _client_flags(t)
+        t.add_argument("name")
+    t = tsub.add_parser("list")
+    _client_flags(t)
+
+    key = sub.add_parser("key", help="manage API keys")
+    ksub = key.add_subparsers(dest="key_command", required=True)
+    k = ksub.add_parser("create")
+    _client_flags(k)
+    k.add_argument("tenant")
+    k = ksub.add_parser("revoke")
+    _client_flags(k)
+    k.add_argument("id")
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace, environ: dict[str, str]) -> Settings:
+    names = {f.name for f in dataclasses.fields(Settings)}
+    overrides = {k: v for k, v in vars(args).items() if k in names}
+    return Settings.load(overrides, environ)
+
+
+def setup_logging(level: str) -> None:
+    from .logs import configure
+
+    configure(level)
+
+
+def _print(args: argparse.Namespace, value: Any, text: str) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps(value, ensure_ascii=False, sort_keys=True))
+    else:
+        print(text)
+
+
+def _chat(args: argparse.Namespace) -> Any:
+    if args.messages:
+        try:
+            chat = json.loads(args.messages)
+        except json.JSONDecodeError as exc:
+            raise errors.InvalidArgument(f"--messages is not JSON: {exc}") from exc
+        if not isinstance(chat, list):
+            raise errors.InvalidArgument("--messages must be a JSON list of {role, content}")
+        return chat
+    if not args.question:
+        raise errors.InvalidArgument("give a question or --messages")
+    return args.question
+
+
+def run_client(args: argparse.Namespace, environ: dict[str, str]) -> int:
+    from .client import CacheClient
+
+    target = args.target or environ.get("MODELCACHE_TARGET") or "127.0.0.1:50051"
+    api_key = args.api_key or environ.get("MODELCACHE_API_KEY") or None
+    with CacheClient(target, api_key=api_key, timeout=args.timeout) as client:
+        if args.command == "query":
+            hit = client.query(args.tenant, args.model, _chat(args), similarity_threshold=args.threshold, top_k=args.top_k)
+            text = f"{hit.match} {hit.similarity:.3f} {hit.id}\n{hit.answer}" if hit.hit else "miss"
+            _print(args, dataclasses.asdict(hit), text)
+        elif args.command == "insert":
+            meta = json.loads(args.meta) if args.meta else {}
+            entry_id = client.insert(args.tenant, args.model, _chat(args), args.answer, ttl_seconds=args.ttl, metadata=meta)
+            _print(args, {"id": entry_id}, entry_id)
+        elif args.command == "remove":
+            n = client.remove(args.tenant, args.model, args.ids)
+            _print(args, {"removed": n}, f"removed {n}")
+        elif args.command == "clear":
+            n = client.clear(args.tenant, args.model or None)
+            _print(args, {"removed": n}, f"removed {n}")
+        elif args.command == "tenant":
+            _tenant_verb(args, client)
+        elif args.command == "key":
+            if args.key_command == "create":
+                key_id, key = client.create_api_key(args.tenant)
+                _print(args, {"id": key_id, "key": key, "tenant": args.tenant}, f"id {key_id}\nkey {key}  (shown once)")
+            else:
+                client.revoke_api_key(args.id)
+                _print(args, {"revoked": args.id}, f"revoked {args.id}")
+    return 0
+
+
+def _tenant_verb(args: argparse.Namespace, client: Any) -> None:
+    verb = args.tenant_command
+    config_names = ("similarity_threshold", "ttl_seconds", "max_entries", "eviction_policy", "embedding_model")
+    if verb in ("create", "update"):
+        config = {k: getattr(args, k) for k in config_names if getattr(args, k) is not None}
+        tenant = client.create_tenant(args.name, **config) if verb == "create" else client.update_tenant(args.name, **config)
+        _print(args, dataclasses.asdict(tenant), _tenant_line(tenant))
+    elif verb == "get":
+        tenant = client.get_tenant(args.name)
+        _print(args, dataclasses.asdict(tenant), _tenant_line(tenant))
+    elif verb == "list":
+        tenants = client.list_tenants()
+        _print(args, [dataclasses.asdict(t) for t in tenants], "\n".join(_tenant_line(t) for t in tenants))
+    elif verb == "delete":
+        n = client.delete_tenant(args.name)
+        _print(args, {"deleted": args.name, "removed": n}, f"deleted {args.name} ({n} entries)")
+
+
+def _tenant_line(t: Any) -> str:
+    threshold = "default" if t.similarity_threshold is None else f"{t.similarity_threshold:.3f}"
+    return (
+        f"{t.name}\tentries={t.entries}\tthreshold={threshold}\tttl={t.ttl_seconds}"
+        f"\tmax_entries={t.max_entries}\teviction={t.eviction_policy}"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    environ = dict(os.environ)
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command in ("serve", "migrate"):
+            settings = settings_from_args(args, environ)
+            setup_logging(settings.log_level)
+            if args.command == "migrate":
+                return _migrate(settings)
+            from .app import serve
+
+            asyncio.run(serve(settings))
+            return 0
+        return run_client(args, environ)
+    except errors.CacheError as exc:
+        code = getattr(exc, "code", None)
+        label = code.name if code is not None else type(exc).__name__
+        print(f"error: {label}: {exc.message}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(exc, errors.InvalidArgument) else EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+def _migrate(settings: Settings) -> int:
+    from .stores import open_scalar_store
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = open_scalar_store(settings.resolved_scalar_uri, settings.namespace, timeout=settings.store_timeout_s)
+    try:
+        applied = store.migrate()
+    finally:
+        store.close()
+    print(f"applied migrations: {applied}" if applied else "schema is up to date")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

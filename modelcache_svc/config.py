@@ -1,0 +1,123 @@
+"""One typed Settings object. The environment is read only by ``Settings.load``,
+which the command line calls at its entry point; everything else receives a
+Settings and never looks at os.environ."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import InvalidArgument
+
+ENV_PREFIX = "MODELCACHE_"
+DEFAULT_MODEL = "packaged:all-MiniLM-L6-v2"
+DEFAULT_SIMILARITY_THRESHOLD = 0.80
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_messages: int = 64
+    max_content_chars: int = 32_768
+    max_answer_chars: int = 262_144
+    max_entries_per_insert: int = 256
+    max_ids_per_remove: int = 1_000
+    max_metadata_items: int = 32
+    max_metadata_chars: int = 4_096
+    max_top_k: int = 50
+    max_message_bytes: int = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path("./data")
+    host: str = "127.0.0.1"
+    grpc_port: int = 50051
+    http_port: int = 8080
+    resp_port: int = 6390
+    vector_uri: str = ""  # "" = Milvus Lite at <data_dir>/milvus.db
+    scalar_uri: str = ""  # "" = SQLite at <data_dir>/modelcache.db
+    namespace: str = ""
+    admin_key: str = ""
+    embedding_backend: str = "torch"  # torch | text2vec
+    embedding_model: str = DEFAULT_MODEL
+    embedding_max_batch: int = 32
+    embedding_max_wait_ms: float = 2.0
+    embedding_threads: int = 0  # 0 = torch's default
+    similarity_threshold: float = DEFAULT_SIMILARITY_THRESHOLD
+    precision_guard: bool = True
+    top_k: int = 5
+    exact_cache_size: int = 10_000
+    store_timeout_s: float = 5.0
+    store_threads: int = 8
+    default_tenant: str = "default"
+    log_level: str = "INFO"
+    limits: Limits = field(default_factory=Limits)
+
+    @property
+    def resolved_vector_uri(self) -> str:
+        return self.vector_uri or str(self.data_dir / "milvus.db")
+
+    @property
+    def resolved_scalar_uri(self) -> str:
+        return self.scalar_uri or f"sqlite:///{self.data_dir / 'modelcache.db'}"
+
+    @classmethod
+    def load(cls, overrides: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
+        """Defaults, then MODELCACHE_<NAME> variables, then explicit overrides (None = not given)."""
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name == "limits":
+                continue
+            raw = environ.get(ENV_PREFIX + f.name.upper())
+            if raw is not None and raw != "":
+                values[f.name] = _coerce(f.name, f.type, raw)
+        for name, value in overrides.items():
+            if value is not None:
+                if name not in {f.name for f in fields(cls)}:
+                    raise InvalidArgument(f"unknown setting {name!r}")
+                values[name] = value
+        if "data_dir" in values:
+            values["data_dir"] = Path(values["data_dir"])
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    def validate(self) -> None:
+        if not 0.0 < self.similarity_threshold <= 1.0:
+            raise InvalidArgument("similarity_threshold must be in (0, 1]")
+        for name in ("grpc_port", "http_port", "resp_port"):
+            port = getattr(self, name)
+            if not 0 <= port <= 65535:
+                raise InvalidArgument(f"{name} must be 0..65535")
+        if self.resp_port == 6379:
+            raise InvalidArgument("resp_port 6379 belongs to Redis; choose another (default 6390)")
+        if self.embedding_backend not in ("torch", "text2vec"):
+            raise InvalidArgument("embedding_backend must be torch or text2vec")
+        if self.top_k < 1 or self.top_k > self.limits.max_top_k:
+            raise InvalidArgument(f"top_k must be 1..{self.limits.max_top_k}")
+
+
+def _coerce(name: str, typ: Any, raw: str) -> Any:
+    t = typ if isinstance(typ, str) else getattr(typ, "__name__", str(typ))
+    try:
+        if t == "int":
+            return int(raw)
+        if t == "float":
+            return float(raw)
+        if t == "bool":
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if t == "Path":
+            return Path(raw)
+    except ValueError as exc:
+        raise InvalidArgument(f"{ENV_PREFIX}{name.upper()}: cannot read {raw!r} as {t}") from exc
+    return raw

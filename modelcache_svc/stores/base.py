@@ -1,0 +1,154 @@
+"""The two small interfaces the core talks to.
+
+Both are synchronous: the core calls them from a thread pool, never from the
+event loop. Implementations translate their driver's errors into
+``errors.Unavailable`` (store down, timeout) at this boundary; anything else
+that escapes is a bug.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from ..cache.types import ApiKeyRecord, EntryRow, EvictionPolicy, Tenant, TenantConfig
+
+
+class ScalarStore(Protocol):
+    """Entries, tenants and API keys (SQLite or MySQL/OceanBase)."""
+
+    def migrate(self) -> list[int]:
+        """Apply pending versioned migrations; return the versions applied."""
+        ...
+
+    def ping(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    # -- tenants -------------------------------------------------------------
+    def create_tenant(self, name: str, config: TenantConfig, created_at: float) -> Tenant:
+        """Raise AlreadyExists when the name is taken."""
+        ...
+
+    def get_tenant(self, name: str) -> Tenant | None: ...
+
+    def list_tenants(self) -> list[Tenant]: ...
+
+    def update_tenant(self, name: str, config: TenantConfig) -> Tenant | None:
+        """None when no such tenant."""
+        ...
+
+    def delete_tenant(self, name: str) -> bool:
+        """Delete the tenant row and its API keys (not its entries)."""
+        ...
+
+    # -- entries -------------------------------------------------------------
+    def upsert_entries(self, rows: Sequence[EntryRow]) -> list[tuple[str, bool]]:
+        """Write rows in one transaction.
+
+        A row whose (tenant, model, exact_key) exists replaces answer,
+        metadata, messages and expires_at of that row and keeps its id.
+        Returns (id, created) per row, in order.
+        """
+        ...
+
+    def get_by_exact_key(self, tenant: str, model: str, exact_key: str, now: float) -> EntryRow | None:
+        """The live (unexpired) row with this key, or None."""
+        ...
+
+    def get_entries(self, ids: Sequence[str], now: float) -> dict[str, EntryRow]:
+        """Live rows among ids."""
+        ...
+
+    def delete_entries(self, tenant: str, model: str, ids: Sequence[str]) -> list[str]:
+        """Delete rows of this scope among ids; return the ids deleted."""
+        ...
+
+    def clear(self, tenant: str, model: str | None) -> int:
+        """Delete every row of a scope (model None: of every model); return the count."""
+        ...
+
+    def count_entries(self, tenant: str, model: str | None = None) -> int: ...
+
+    def count_by_tenant(self) -> dict[str, int]: ...
+
+    def record_hits(self, hits: Sequence[tuple[str, float]]) -> None:
+        """For each (id, ts): hit_count += 1, last_hit_at = max(last_hit_at, ts)."""
+        ...
+
+    def expired(self, now: float, limit: int) -> list[tuple[str, str, str]]:
+        """(id, tenant, model) of rows with expires_at <= now."""
+        ...
+
+    def eviction_candidates(self, tenant: str, policy: EvictionPolicy, n: int) -> list[tuple[str, str]]:
+        """(id, model) of the n rows of the tenant to evict first under policy.
+
+        LRU: oldest last_hit_at first; LFU: lowest hit_count first, then
+        oldest last_hit_at; FIFO: oldest created_at first. Ties by id.
+        """
+        ...
+
+    def delete_ids(self, ids: Sequence[str]) -> int:
+        """Delete rows by id regardless of scope (expiry, eviction, repair)."""
+        ...
+
+    def entries_of_tenant(self, tenant: str, after_id: str, limit: int) -> list[EntryRow]:
+        """Rows of a tenant ordered by id, starting after after_id (paging)."""
+        ...
+
+    def set_embed_model(self, ids: Sequence[str], embed_model: str) -> None: ...
+
+    # -- API keys ------------------------------------------------------------
+    def create_api_key(self, record: ApiKeyRecord) -> None: ...
+
+    def get_api_key(self, key_hash: str) -> ApiKeyRecord | None: ...
+
+    def revoke_api_key(self, key_id: str, revoked_at: float) -> ApiKeyRecord | None:
+        """None when no such key."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class VectorHit:
+    id: str
+    similarity: float
+
+
+class VectorStore(Protocol):
+    """Vectors beside entry ids, searched within one scope and context."""
+
+    def ensure_collection(self, embed_model: str, dim: int) -> None: ...
+
+    def insert(
+        self,
+        embed_model: str,
+        tenant: str,
+        model: str,
+        items: Sequence[tuple[str, str]],
+        vectors: np.ndarray,
+    ) -> None:
+        """items: (entry id, context hash) per row of vectors (normalised float32)."""
+        ...
+
+    def search(
+        self,
+        embed_model: str,
+        tenant: str,
+        model: str,
+        context_hash: str,
+        vector: np.ndarray,
+        top_k: int,
+    ) -> list[VectorHit]: ...
+
+    def delete(self, tenant: str, model: str, ids: Sequence[str]) -> None: ...
+
+    def clear(self, tenant: str, model: str | None) -> None: ...
+
+    def ids_of_scope(self, embed_model: str, tenant: str, model: str) -> list[str]: ...
+
+    def ping(self) -> None: ...
+
+    def close(self) -> None: ...

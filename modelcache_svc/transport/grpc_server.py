@@ -1,0 +1,196 @@
+"""The gRPC front end: CacheService and TenantService over the core, plus
+grpc.health.v1 and server reflection.
+
+Handlers are registered generically (not through the generated servicer
+base classes) so that a request the protobuf runtime cannot decode — invalid
+UTF-8 in a string field, say — reaches our error path and is answered
+INVALID_ARGUMENT instead of the runtime's INTERNAL.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf.message import DecodeError, Message
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from .. import errors
+from ..cache.service import CacheCore
+from ..cache.tenants import Principal
+from .proto import (
+    config_from_pb,
+    entry_from_pb,
+    messages_from_pb,
+    pb,
+    result_to_pb,
+    scope_from_pb,
+    tenant_to_pb,
+)
+
+log = logging.getLogger("modelcache_svc.grpc")
+
+# The one table from our exceptions to gRPC status codes.
+STATUS: dict[type[errors.CacheError], grpc.StatusCode] = {
+    errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.NotFound: grpc.StatusCode.NOT_FOUND,
+    errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
+}
+
+CACHE_SERVICE = "modelcache.v1.CacheService"
+TENANT_SERVICE = "modelcache.v1.TenantService"
+
+
+class _Undecodable:
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _safe_deserializer(cls: type[Message]) -> Callable[[bytes], Any]:
+    def deserialize(data: bytes) -> Any:
+        try:
+            return cls.FromString(data)
+        except (DecodeError, UnicodeDecodeError, ValueError) as exc:
+            return _Undecodable(str(exc) or type(exc).__name__)
+
+    return deserialize
+
+
+def _bearer(context: grpc.aio.ServicerContext) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization" and isinstance(value, str):
+            scheme, _, token = value.partition(" ")
+            return token.strip() if scheme.lower() == "bearer" else value.strip()
+    return None
+
+
+Handler = Callable[[Any, Principal], Awaitable[Message]]
+
+
+class GrpcFrontEnd:
+    def __init__(self, core: CacheCore) -> None:
+        self.core = core
+        self.health = HealthServicer()
+
+    def _method(self, name: str, fn: Handler, request_cls: type[Message]) -> grpc.RpcMethodHandler:
+        core = self.core
+
+        async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Message:
+            try:
+                if isinstance(request, _Undecodable):
+                    raise errors.InvalidArgument(f"request could not be decoded: {request.reason}")
+                principal = await core.tenants.authenticate(_bearer(context))
+                return await fn(request, principal)
+            except errors.CacheError as exc:
+                await context.abort(STATUS[type(exc)], exc.message)
+            except Exception:
+                log.exception("%s failed with an unexpected error", name)
+                await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {name}")
+            raise AssertionError("unreachable")  # context.abort raises
+
+        return grpc.unary_unary_rpc_method_handler(
+            behavior,
+            request_deserializer=_safe_deserializer(request_cls),
+            response_serializer=lambda m: m.SerializeToString(),
+        )
+
+    # -- CacheService ----------------------------------------------------------------
+    async def _query(self, r: pb.QueryRequest, p: Principal) -> pb.QueryResponse:
+        result = await self.core.query(
+            p,
+            scope_from_pb(r.scope),
+            messages_from_pb(r.messages),
+            similarity_threshold=r.similarity_threshold if r.HasField("similarity_threshold") else None,
+            top_k=int(r.top_k),
+        )
+        return result_to_pb(result)
+
+    async def _insert(self, r: pb.InsertRequest, p: Principal) -> pb.InsertResponse:
+        ids = await self.core.insert(p, scope_from_pb(r.scope), [entry_from_pb(e) for e in r.entries])
+        return pb.InsertResponse(ids=ids)
+
+    async def _remove(self, r: pb.RemoveRequest, p: Principal) -> pb.RemoveResponse:
+        return pb.RemoveResponse(removed=await self.core.remove(p, scope_from_pb(r.scope), list(r.ids)))
+
+    async def _clear(self, r: pb.ClearRequest, p: Principal) -> pb.ClearResponse:
+        return pb.ClearResponse(removed=await self.core.clear(p, r.scope.tenant, r.scope.model or None))
+
+    # -- TenantService -----------------------------------------------------------------
+    async def _create_tenant(self, r: pb.CreateTenantRequest, p: Principal) -> pb.Tenant:
+        return tenant_to_pb(await self.core.create_tenant(p, r.name, config_from_pb(r.config)))
+
+    async def _get_tenant(self, r: pb.GetTenantRequest, p: Principal) -> pb.Tenant:
+        return tenant_to_pb(await self.core.get_tenant(p, r.name))
+
+    async def _list_tenants(self, r: pb.ListTenantsRequest, p: Principal) -> pb.ListTenantsResponse:
+        return pb.ListTenantsResponse(tenants=[tenant_to_pb(t) for t in await self.core.list_tenants(p)])
+
+    async def _update_tenant(self, r: pb.UpdateTenantRequest, p: Principal) -> pb.Tenant:
+        p.check_admin()
+        current = await self.core.tenants.get(r.name)
+        config = config_from_pb(r.config, current.config, r.update_mask.paths)
+        return tenant_to_pb(await self.core.update_tenant(p, r.name, config))
+
+    async def _delete_tenant(self, r: pb.DeleteTenantRequest, p: Principal) -> pb.DeleteTenantResponse:
+        return pb.DeleteTenantResponse(removed=await self.core.delete_tenant(p, r.name))
+
+    async def _create_api_key(self, r: pb.CreateApiKeyRequest, p: Principal) -> pb.ApiKey:
+        key_id, key = await self.core.create_api_key(p, r.tenant)
+        return pb.ApiKey(id=key_id, key=key, tenant=r.tenant)
+
+    async def _revoke_api_key(self, r: pb.RevokeApiKeyRequest, p: Principal) -> pb.RevokeApiKeyResponse:
+        await self.core.revoke_api_key(p, r.id)
+        return pb.RevokeApiKeyResponse()
+
+    def handlers(self) -> list[grpc.GenericRpcHandler]:
+        cache = {
+            "Query": self._method("Query", self._query, pb.QueryRequest),
+            "Insert": self._method("Insert", self._insert, pb.InsertRequest),
+            "Remove": self._method("Remove", self._remove, pb.RemoveRequest),
+            "Clear": self._method("Clear", self._clear, pb.ClearRequest),
+        }
+        tenants = {
+            "CreateTenant": self._method("CreateTenant", self._create_tenant, pb.CreateTenantRequest),
+            "GetTenant": self._method("GetTenant", self._get_tenant, pb.GetTenantRequest),
+            "ListTenants": self._method("ListTenants", self._list_tenants, pb.ListTenantsRequest),
+            "UpdateTenant": self._method("UpdateTenant", self._update_tenant, pb.UpdateTenantRequest),
+            "DeleteTenant": self._method("DeleteTenant", self._delete_tenant, pb.DeleteTenantRequest),
+            "CreateApiKey": self._method("CreateApiKey", self._create_api_key, pb.CreateApiKeyRequest),
+            "RevokeApiKey": self._method("RevokeApiKey", self._revoke_api_key, pb.RevokeApiKeyRequest),
+        }
+        return [
+            grpc.method_handlers_generic_handler(CACHE_SERVICE, cache),
+            grpc.method_handlers_generic_handler(TENANT_SERVICE, tenants),
+        ]
+
+
+async def start_grpc_server(front: GrpcFrontEnd, host: str, port: int, max_message_bytes: int) -> tuple[grpc.aio.Server, int]:
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ]
+    )
+    server.add_generic_rpc_handlers(front.handlers())
+    health_pb2_grpc.add_HealthServicer_to_server(front.health, server)
+    reflection.enable_server_reflection(
+        (CACHE_SERVICE, TENANT_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        server,
+    )
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    bound = server.add_insecure_port(address)
+    if bound == 0:
+        raise errors.Unavailable(f"cannot listen on {address}")
+    await server.start()
+    for service in ("", CACHE_SERVICE, TENANT_SERVICE):
+        await front.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+    return server, bound

@@ -1,0 +1,88 @@
+"""The generated protobuf modules, and conversions between them and core types."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from .._gen.modelcache.v1 import modelcache_pb2 as pb
+from .._gen.modelcache.v1 import modelcache_pb2_grpc as pb_grpc
+from ..cache.types import EvictionPolicy, MatchKind, Message, NewEntry, QueryResult, Scope, Tenant, TenantConfig
+
+__all__ = ["pb", "pb_grpc"]
+
+_MATCH_TO_PB = {MatchKind.MISS: pb.MISS, MatchKind.EXACT: pb.EXACT, MatchKind.SEMANTIC: pb.SEMANTIC}
+_POLICY_TO_PB = {EvictionPolicy.LRU: pb.LRU, EvictionPolicy.LFU: pb.LFU, EvictionPolicy.FIFO: pb.FIFO}
+_POLICY_FROM_PB = {v: k for k, v in _POLICY_TO_PB.items()}
+CONFIG_FIELDS = ("similarity_threshold", "ttl_seconds", "max_entries", "eviction_policy", "embedding_model")
+
+
+def scope_from_pb(scope: pb.Scope) -> Scope:
+    return Scope(tenant=scope.tenant, model=scope.model)
+
+
+def messages_from_pb(messages: Iterable[pb.ChatMessage]) -> list[Message]:
+    return [Message(role=m.role, content=m.content) for m in messages]
+
+
+def entry_from_pb(entry: pb.CacheEntry) -> NewEntry:
+    return NewEntry(
+        messages=tuple(messages_from_pb(entry.messages)),
+        answer=entry.answer,
+        ttl_seconds=int(entry.ttl_seconds),
+        metadata=dict(entry.metadata),
+    )
+
+
+def result_to_pb(result: QueryResult) -> pb.QueryResponse:
+    return pb.QueryResponse(
+        hit=result.hit,
+        answer=result.answer,
+        id=result.id,
+        similarity=result.similarity,
+        matched_question=result.matched_question,
+        match=_MATCH_TO_PB[result.match],
+    )
+
+
+def config_from_pb(config: pb.TenantConfig, base: TenantConfig | None = None, mask: Iterable[str] = ()) -> TenantConfig:
+    """A TenantConfig from the message; with a mask, only the named fields change base."""
+    given = TenantConfig(
+        similarity_threshold=config.similarity_threshold if config.HasField("similarity_threshold") else None,
+        ttl_seconds=int(config.ttl_seconds),
+        max_entries=int(config.max_entries),
+        eviction_policy=_POLICY_FROM_PB.get(config.eviction_policy, EvictionPolicy.LRU),
+        embedding_model=config.embedding_model,
+    )
+    paths = list(mask)
+    if base is None or not paths:
+        return given
+    from ..errors import InvalidArgument
+
+    values = {name: getattr(base, name) for name in CONFIG_FIELDS}
+    for path in paths:
+        name = path.removeprefix("config.")
+        if name not in CONFIG_FIELDS:
+            raise InvalidArgument(f"update_mask path {path[:80]!r} is not a TenantConfig field ({', '.join(CONFIG_FIELDS)})")
+        values[name] = getattr(given, name)
+    return TenantConfig(**values)
+
+
+def config_to_pb(config: TenantConfig) -> pb.TenantConfig:
+    message = pb.TenantConfig(
+        ttl_seconds=config.ttl_seconds,
+        max_entries=config.max_entries,
+        eviction_policy=_POLICY_TO_PB[config.eviction_policy],
+        embedding_model=config.embedding_model,
+    )
+    if config.similarity_threshold is not None:
+        message.similarity_threshold = config.similarity_threshold
+    return message
+
+
+def tenant_to_pb(tenant: Tenant) -> pb.Tenant:
+    return pb.Tenant(
+        name=tenant.name,
+        config=config_to_pb(tenant.config),
+        entries=tenant.entries,
+        created_at_unix=int(tenant.created_at),
+    )
