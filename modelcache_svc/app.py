@@ -54,6 +54,7 @@ class Service:
     core: CacheCore
     grpc_server: grpc.aio.Server | None = None
     grpc_port: int = 0
+    resp_port: int = 0
     front: GrpcFrontEnd | None = None
     extras: list[Any] = field(default_factory=list)
 
@@ -65,12 +66,23 @@ class Service:
             self.front, self.settings.host, self.settings.grpc_port, self.settings.limits.max_message_bytes
         )
         log.info("serving gRPC on %s:%d", self.settings.host, self.grpc_port)
+        if self.settings.resp_port:
+            from .transport.resp_server import start_resp_server
+
+            resp = await start_resp_server(self.core, self.settings.host, self.settings.resp_port)
+            self.extras.append(resp)
+            self.resp_port = int(resp.sockets[0].getsockname()[1])
+            log.info("serving the Redis protocol on %s:%d", self.settings.host, self.resp_port)
 
     async def stop(self, grace: float = 5.0) -> None:
         if self.front is not None:
             await self.front.health.enter_graceful_shutdown()
+        for extra in self.extras:
+            extra.close()
         if self.grpc_server is not None:
             await self.grpc_server.stop(grace)
+        for extra in self.extras:
+            await extra.wait_closed()
         await self.core.stop()
         self.core.embedder.close()
         self.core.vector.close()

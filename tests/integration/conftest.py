@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from modelcache_svc.config import Settings
+from modelcache_svc.embedding import Embedder, load_embedder
+from tests.servers import ThreadServer
+
+
+@pytest.fixture(scope="session")
+def embedder() -> Embedder:
+    return load_embedder("torch", "packaged:all-MiniLM-L6-v2")
+
+
+@pytest.fixture(params=["sqlite", "mariadb"])
+def scalar_uri(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'scalar.db'}"
+    uri: str = request.getfixturevalue("mysql_uri")
+    return uri
+
+
+@pytest.fixture
+def make_server(tmp_path: Path, scalar_uri: str, embedder: Embedder) -> Iterator[Callable[..., ThreadServer]]:
+    """Start servers over this test's stores; each gets its own namespace on a shared MariaDB."""
+    servers: list[ThreadServer] = []
+    namespace = "t" + uuid.uuid4().hex[:10]
+
+    def start(**overrides: Any) -> ThreadServer:
+        values: dict[str, Any] = dict(
+            data_dir=tmp_path / "data",
+            grpc_port=0,
+            http_port=0,
+            resp_port=0,
+            scalar_uri=scalar_uri,
+            namespace=namespace,
+        )
+        values.update(overrides)
+        server = ThreadServer(Settings(**values), embedder)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        try:
+            server.stop()
+        except Exception:
+            pass
+
+
+@pytest.fixture
+def server(make_server: Callable[..., ThreadServer]) -> ThreadServer:
+    return make_server()

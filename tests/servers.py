@@ -1,0 +1,117 @@
+"""Real servers for tests: the whole service on a free port, in a thread of
+this process (sharing one loaded model) or as a `modelcache-svc serve` process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from modelcache_svc.app import Service, build_core
+from modelcache_svc.client import CacheClient
+from modelcache_svc.config import Settings
+from modelcache_svc.embedding import Embedder
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ThreadServer:
+    """The service on its own event loop in a background thread."""
+
+    def __init__(self, settings: Settings, embedder: Embedder) -> None:
+        self.settings = settings
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.service = Service(settings, build_core(settings, embedder))
+        self.call(self.service.start(), timeout=120)
+        self.target = f"127.0.0.1:{self.service.grpc_port}"
+
+    @property
+    def core(self) -> Any:
+        return self.service.core
+
+    def call(self, coro: Any, timeout: float = 60) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def client(self, api_key: str | None = None, **kwargs: Any) -> CacheClient:
+        return CacheClient(self.target, api_key=api_key, **kwargs)
+
+    def stop(self) -> None:
+        try:
+            self.call(self.service.stop(0.5))
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+
+
+class ProcessServer:
+    """`modelcache-svc serve` in a child process, as an operator runs it."""
+
+    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+        self.grpc_port = free_port()
+        self.args = [*args, "--grpc-port", str(self.grpc_port)]
+        full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "modelcache_svc.cli", "serve", *self.args],
+            env=full_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.target = f"127.0.0.1:{self.grpc_port}"
+        self._lines: list[str] = []
+        threading.Thread(target=self._pump, daemon=True).start()
+        self.wait_ready()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._lines.append(line)
+
+    @property
+    def output(self) -> str:
+        return "".join(self._lines)
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        channel = grpc.insecure_channel(self.target)
+        try:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.output}")
+                try:
+                    grpc.channel_ready_future(channel).result(timeout=1)
+                    if "modelcache-svc ready" in self.output:
+                        return
+                except grpc.FutureTimeoutError:
+                    pass
+                time.sleep(0.2)
+        finally:
+            channel.close()
+        raise TimeoutError(f"server not ready after {timeout}s:\n{self.output}")
+
+    def client(self, api_key: str | None = None) -> CacheClient:
+        return CacheClient(self.target, api_key=api_key)
+
+    def terminate(self, timeout: float = 30) -> int:
+        self.proc.terminate()
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
