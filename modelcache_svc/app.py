@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import signal
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,7 +40,12 @@ def build_core(settings: Settings, embedder: Embedder | None = None) -> CacheCor
     scalar = open_scalar_store(settings.resolved_scalar_uri, settings.namespace, timeout=settings.store_timeout_s)
     vector = MilvusVectorStore(settings.resolved_vector_uri, settings.namespace, timeout=settings.store_timeout_s)
     if embedder is None:
-        embedder = load_embedder(settings.embedding_backend, settings.embedding_model, threads=settings.embedding_threads)
+        embedder = load_embedder(
+            settings.embedding_backend,
+            settings.embedding_model,
+            threads=settings.embedding_threads,
+            cache_dir=Path(settings.model_cache_dir) if settings.model_cache_dir else None,
+        )
     batcher = EmbeddingBatcher(
         embedder, max_batch=settings.embedding_max_batch, max_wait_ms=settings.embedding_max_wait_ms
     )

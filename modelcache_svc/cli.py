@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import errors
-from .config import Settings
+from .config import EMBEDDING_BACKENDS, Settings
 
 EXIT_USAGE = 2
 EXIT_ERROR = 1
@@ -29,7 +29,7 @@ def _serve_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scalar-uri", help="sqlite:///path or mysql://user:pass@host:port/db")
     p.add_argument("--namespace", help="prefix of every table and collection (dev/staging/prod)")
     p.add_argument("--admin-key", help="turns authentication on; the key that reaches everything")
-    p.add_argument("--embedding-backend", choices=["torch", "text2vec"])
+    p.add_argument("--embedding-backend", choices=list(EMBEDDING_BACKENDS), help="default onnx")
     p.add_argument("--embedding-model", help="packaged:all-MiniLM-L6-v2 (default) or a local model folder")
     p.add_argument("--similarity-threshold", type=float, help="default cosine threshold for a semantic hit")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR")

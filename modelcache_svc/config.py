@@ -15,6 +15,7 @@ from .errors import InvalidArgument
 ENV_PREFIX = "MODELCACHE_"
 DEFAULT_MODEL = "packaged:all-MiniLM-L6-v2"
 DEFAULT_SIMILARITY_THRESHOLD = 0.80
+EMBEDDING_BACKENDS = ("onnx", "onnx-int8", "torch", "text2vec")
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,8 @@ class Settings:
     scalar_uri: str = ""  # "" = SQLite at <data_dir>/modelcache.db
     namespace: str = ""
     admin_key: str = ""
-    embedding_backend: str = "torch"  # torch | text2vec
+    embedding_backend: str = "onnx"  # onnx | onnx-int8 | torch | text2vec
+    model_cache_dir: str = ""  # "" = ~/.cache/modelcache_svc/onnx (exported ONNX models)
     embedding_model: str = DEFAULT_MODEL
     embedding_max_batch: int = 32
     embedding_max_wait_ms: float = 2.0
@@ -97,8 +99,8 @@ class Settings:
                 raise InvalidArgument(f"{name} must be 0..65535")
         if self.resp_port == 6379:
             raise InvalidArgument("resp_port 6379 belongs to Redis; choose another (default 6390)")
-        if self.embedding_backend not in ("torch", "text2vec"):
-            raise InvalidArgument("embedding_backend must be torch or text2vec")
+        if self.embedding_backend not in EMBEDDING_BACKENDS:
+            raise InvalidArgument(f"embedding_backend must be one of {', '.join(EMBEDDING_BACKENDS)}")
         if self.top_k < 1 or self.top_k > self.limits.max_top_k:
             raise InvalidArgument(f"top_k must be 1..{self.limits.max_top_k}")
 

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from .base import Embedder, resolve_model
 from .batcher import EmbeddingBatcher
 
 
-def load_embedder(backend: str, model: str, *, threads: int = 0) -> Embedder:
+def load_embedder(backend: str, model: str, *, threads: int = 0, cache_dir: Path | None = None) -> Embedder:
+    """backend: onnx (fp32, identical vectors to torch), onnx-int8, torch or text2vec."""
     model_id, source = resolve_model(model)
+    if backend in ("onnx", "onnx-int8"):
+        from .onnx_backend import OnnxEmbedder
+
+        cache = cache_dir or Path.home() / ".cache" / "modelcache_svc" / "onnx"
+        return OnnxEmbedder(model_id, source, cache, int8=backend == "onnx-int8", threads=threads)
     if backend == "text2vec":
         from .torch_backend import Text2VecEmbedder
 

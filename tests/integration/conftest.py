@@ -14,7 +14,7 @@ from tests.servers import ThreadServer
 
 @pytest.fixture(scope="session")
 def embedder() -> Embedder:
-    return load_embedder("torch", "packaged:all-MiniLM-L6-v2")
+    return load_embedder("onnx", "packaged:all-MiniLM-L6-v2")
 
 
 @pytest.fixture(params=["sqlite", "mariadb"])
