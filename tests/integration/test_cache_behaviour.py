@@ -70,7 +70,7 @@ def test_system_prompt_and_history_are_part_of_the_key(server: ThreadServer) -> 
         c.insert("default", MODEL, [*python_chat, *user("And in reverse order?")], "sorted(xs, reverse=True)")
         assert not c.query("default", MODEL, [*java_chat, *user("And in reverse order?")]).hit
         assert c.query("default", MODEL, [*python_chat, *user("And in reverse order?")]).match == "exact"
-        assert c.query("default", MODEL, [*python_chat, *user("What about reverse order?")]).match == "semantic"
+        assert c.query("default", MODEL, [*python_chat, *user("and in reverse order please?")]).match == "semantic"
 
 
 def test_tenants_and_models_never_share_entries(server: ThreadServer) -> None:
