@@ -16,6 +16,7 @@ from .cache.service import CacheCore
 from .config import Settings
 from .embedding import Embedder, EmbeddingBatcher, load_embedder
 from .errors import InvalidArgument
+from .metrics import Metrics
 from .stores import open_scalar_store
 from .stores.milvus_store import MilvusVectorStore
 from .transport.grpc_server import GrpcFrontEnd, start_grpc_server
@@ -46,10 +47,14 @@ def build_core(settings: Settings, embedder: Embedder | None = None) -> CacheCor
             threads=settings.embedding_threads,
             cache_dir=Path(settings.model_cache_dir) if settings.model_cache_dir else None,
         )
+    metrics = Metrics()
     batcher = EmbeddingBatcher(
-        embedder, max_batch=settings.embedding_max_batch, max_wait_ms=settings.embedding_max_wait_ms
+        embedder,
+        max_batch=settings.embedding_max_batch,
+        max_wait_ms=settings.embedding_max_wait_ms,
+        on_batch=metrics.embedding_batch,
     )
-    return CacheCore(settings, scalar, vector, batcher)
+    return CacheCore(settings, scalar, vector, batcher, metrics=metrics)
 
 
 @dataclass
@@ -61,6 +66,7 @@ class Service:
     grpc_server: grpc.aio.Server | None = None
     grpc_port: int = 0
     resp_port: int = 0
+    http_port: int = 0
     front: GrpcFrontEnd | None = None
     extras: list[Any] = field(default_factory=list)
 
@@ -72,6 +78,13 @@ class Service:
             self.front, self.settings.host, self.settings.grpc_port, self.settings.limits.max_message_bytes
         )
         log.info("serving gRPC on %s:%d", self.settings.host, self.grpc_port)
+        if self.settings.http_port:
+            from .transport.http_routes import build_http_server
+
+            http = build_http_server(self.core)
+            self.http_port = await http.start(self.settings.host, self.settings.http_port)
+            self.extras.append(http)
+            log.info("serving metrics and health on http://%s:%d", self.settings.host, self.http_port)
         if self.settings.resp_port:
             from .transport.resp_server import start_resp_server
 

@@ -108,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
     k = ksub.add_parser("revoke")
     _client_flags(k)
     k.add_argument("id")
+
+    # Benchmarks and evaluation live in their own modules; each adds its verb.
+    from . import bench, evaluation
+
+    bench.add_parser(sub)
+    evaluation.add_parser(sub)
     return parser
 
 
@@ -215,6 +221,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             asyncio.run(serve(settings))
             return 0
+        if args.command in ("bench", "eval"):
+            from . import bench, evaluation
+
+            module = bench if args.command == "bench" else evaluation
+            return module.run(args, environ)
         return run_client(args, environ)
     except errors.CacheError as exc:
         code = getattr(exc, "code", None)

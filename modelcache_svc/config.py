@@ -53,6 +53,7 @@ class Settings:
     top_k: int = 5
     exact_cache_size: int = 10_000
     store_timeout_s: float = 5.0
+    fail_open: bool = True  # a store failure makes Query answer a miss (counted) instead of UNAVAILABLE
     store_threads: int = 8
     default_tenant: str = "default"
     log_level: str = "INFO"

@@ -52,6 +52,8 @@ class ThreadServer:
         return CacheClient(self.target, api_key=api_key, **kwargs)
 
     def stop(self) -> None:
+        if not self.thread.is_alive():
+            return
         try:
             self.call(self.service.stop(0.5))
         finally:

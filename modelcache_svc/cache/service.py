@@ -19,7 +19,8 @@ from typing import Any, TypeVar
 
 from ..config import Settings
 from ..embedding import EmbeddingBatcher
-from ..errors import InvalidArgument, Unavailable
+from ..errors import CacheError, InvalidArgument, Unavailable
+from ..metrics import Metrics
 from ..stores.base import ScalarStore, VectorStore
 from .keys import ChatKey, chat_key, check_answer, check_entry_ids, check_metadata, check_model_name, check_tenant_name
 from .matching import guard_veto, resolve_threshold
@@ -39,9 +40,11 @@ class CacheCore:
         vector: VectorStore,
         embedder: EmbeddingBatcher,
         *,
+        metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics or Metrics()
         self.scalar = scalar
         self.vector = vector
         self.embedder = embedder
@@ -75,13 +78,17 @@ class CacheCore:
         await self._flush_hits()
         self._pool.shutdown(wait=True)
 
-    async def ready(self) -> bool:
-        try:
-            await asyncio.wait_for(self._run(self.scalar.ping), self.settings.store_timeout_s)
-            await asyncio.wait_for(self._run(self.vector.ping), self.settings.store_timeout_s)
-        except Exception:
-            return False
-        return True
+    async def ready(self) -> dict[str, bool]:
+        """Which dependencies answer now: the scalar store, the vector store, the model."""
+        status = {"scalar_store": False, "vector_store": False, "model": self.embedder.dim > 0}
+        for name, store in (("scalar_store", self.scalar), ("vector_store", self.vector)):
+            try:
+                await asyncio.wait_for(self._run(store.ping), self.settings.store_timeout_s)
+                status[name] = True
+            except Exception:
+                self.metrics.count(self.metrics.store_errors, name.removesuffix("_store"))
+        self.metrics.set_gauge(self.metrics.ready, 1.0 if all(status.values()) else 0.0)
+        return status
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
@@ -107,6 +114,33 @@ class CacheCore:
         similarity_threshold: float | None = None,
         top_k: int = 0,
     ) -> QueryResult:
+        start = time.perf_counter()
+        try:
+            result = await self._query(principal, scope, messages, similarity_threshold, top_k, start)
+        except Unavailable:
+            self.metrics.query(scope.tenant, "error")
+            if not self.settings.fail_open:
+                raise
+            # Fail open: a sick store makes the product call its model, never hang or fail.
+            self.metrics.count(self.metrics.fail_open)
+            log.warning("query answered as a miss: a store is unavailable", exc_info=True)
+            return QueryResult.miss()
+        except CacheError:
+            self.metrics.query(scope.tenant, "error")
+            raise
+        self.metrics.stage("total", time.perf_counter() - start)
+        self.metrics.query(scope.tenant, result.match.value)
+        return result
+
+    async def _query(
+        self,
+        principal: Principal,
+        scope: Scope,
+        messages: Sequence[Message],
+        similarity_threshold: float | None,
+        top_k: int,
+        start: float,
+    ) -> QueryResult:
         tenant = await self._scope(principal, scope)
         key = chat_key(messages, self.settings.limits)
         threshold = resolve_threshold(
@@ -114,22 +148,27 @@ class CacheCore:
         )
         if top_k < 0 or top_k > self.settings.limits.max_top_k:
             raise InvalidArgument(f"top_k must be 0..{self.settings.limits.max_top_k}")
+        self.metrics.stage("validate", time.perf_counter() - start)
         now = self._clock()
-        row = await self._run(self.scalar.get_by_exact_key, scope.tenant, scope.model, key.exact_key, now)
+        with self.metrics.timed("exact_lookup"):
+            row = await self._run(self.scalar.get_by_exact_key, scope.tenant, scope.model, key.exact_key, now)
         if row is not None:
             self._hits.append((row.id, now))
             return QueryResult(True, MatchKind.EXACT, row.answer, row.id, 1.0, row.question)
         return await self._semantic(scope, key, threshold, top_k or self.settings.top_k, now)
 
     async def _semantic(self, scope: Scope, key: ChatKey, threshold: float, top_k: int, now: float) -> QueryResult:
-        vector = await self.embedder.embed(key.question)
-        hits = await self._run(
-            self.vector.search, self.embedder.model_id, scope.tenant, scope.model, key.context_hash, vector, top_k
-        )
+        with self.metrics.timed("embed"):
+            vector = await self.embedder.embed(key.question)
+        with self.metrics.timed("vector_search"):
+            hits = await self._run(
+                self.vector.search, self.embedder.model_id, scope.tenant, scope.model, key.context_hash, vector, top_k
+            )
         candidates = [h for h in hits if h.similarity >= threshold]
         if not candidates:
             return QueryResult.miss()
-        rows = await self._run(self.scalar.get_entries, [h.id for h in candidates], now)
+        with self.metrics.timed("scalar_read"):
+            rows = await self._run(self.scalar.get_entries, [h.id for h in candidates], now)
         for hit in candidates:
             row = rows.get(hit.id)
             # A vector without a live row of this very scope and context is never served.
@@ -137,8 +176,11 @@ class CacheCore:
                 continue
             if row.context_hash != key.context_hash:
                 continue
-            if self.settings.precision_guard and guard_veto(key.question, row.question) is not None:
-                continue
+            if self.settings.precision_guard:
+                reason = guard_veto(key.question, row.question)
+                if reason is not None:
+                    self.metrics.count(self.metrics.guard_vetoes, reason)
+                    continue
             self._hits.append((row.id, now))
             return QueryResult(True, MatchKind.SEMANTIC, row.answer, row.id, min(hit.similarity, 1.0), row.question)
         return QueryResult.miss()
@@ -202,6 +244,7 @@ class CacheCore:
             except Exception:
                 log.warning("insert: vector write failed and rows %s stay for the repair pass", created)
             raise
+        self.metrics.count(self.metrics.inserted, self.metrics.tenant_label(scope.tenant), amount=len(ids))
         if tenant.config.max_entries:
             await self._enforce_capacity(tenant)
         return ids
@@ -217,6 +260,12 @@ class CacheCore:
                 self.scalar.eviction_candidates, tenant.name, tenant.config.eviction_policy, excess
             )
             await self._delete_rows(tenant.name, victims)
+            self.metrics.count(
+                self.metrics.evictions,
+                self.metrics.tenant_label(tenant.name),
+                tenant.config.eviction_policy.value,
+                amount=len(victims),
+            )
             return len(victims)
 
     async def _delete_rows(self, tenant: str, victims: Sequence[tuple[str, str]]) -> None:
@@ -302,6 +351,7 @@ class CacheCore:
                 await self._flush_hits()
                 if ticks % 10 == 0:
                     await self.expire()
+                    self.metrics.set_entries(await self._run(self.scalar.count_by_tenant))
             except Exception:
                 log.exception("background maintenance failed; will retry")
 
@@ -326,6 +376,7 @@ class CacheCore:
                 by_tenant.setdefault(tenant, []).append((entry_id, model))
             for tenant, victims in by_tenant.items():
                 await self._delete_rows(tenant, victims)
+            self.metrics.count(self.metrics.expirations, amount=len(rows))
             total += len(rows)
 
 

@@ -10,6 +10,7 @@ INVALID_ARGUMENT instead of the runtime's INTERNAL.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -84,16 +85,22 @@ class GrpcFrontEnd:
         core = self.core
 
         async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Message:
+            start = time.perf_counter()
+            code = grpc.StatusCode.OK
             try:
                 if isinstance(request, _Undecodable):
                     raise errors.InvalidArgument(f"request could not be decoded: {request.reason}")
                 principal = await core.tenants.authenticate(_bearer(context))
                 return await fn(request, principal)
             except errors.CacheError as exc:
-                await context.abort(STATUS[type(exc)], exc.message)
+                code = STATUS[type(exc)]
+                message = exc.message
             except Exception:
                 log.exception("%s failed with an unexpected error", name)
-                await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {name}")
+                code, message = grpc.StatusCode.INTERNAL, f"internal error in {name}"
+            finally:
+                core.metrics.request("grpc", name, code.name, time.perf_counter() - start)
+            await context.abort(code, message)
             raise AssertionError("unreachable")  # context.abort raises
 
         return grpc.unary_unary_rpc_method_handler(
