@@ -15,6 +15,7 @@ import grpc
 from .cache.service import CacheCore
 from .config import Settings
 from .embedding import Embedder, EmbeddingBatcher, load_embedder
+from .embedding.pool import EmbedderPool
 from .errors import InvalidArgument
 from .metrics import Metrics
 from .stores import open_scalar_store
@@ -40,21 +41,26 @@ def build_core(settings: Settings, embedder: Embedder | None = None) -> CacheCor
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     scalar = open_scalar_store(settings.resolved_scalar_uri, settings.namespace, timeout=settings.store_timeout_s)
     vector = MilvusVectorStore(settings.resolved_vector_uri, settings.namespace, timeout=settings.store_timeout_s)
-    if embedder is None:
-        embedder = load_embedder(
+    def load(model: str) -> Embedder:
+        return load_embedder(
             settings.embedding_backend,
-            settings.embedding_model,
+            model,
             threads=settings.embedding_threads,
             cache_dir=Path(settings.model_cache_dir) if settings.model_cache_dir else None,
         )
+
     metrics = Metrics()
-    batcher = EmbeddingBatcher(
-        embedder,
-        max_batch=settings.embedding_max_batch,
-        max_wait_ms=settings.embedding_max_wait_ms,
-        on_batch=metrics.embedding_batch,
-    )
-    return CacheCore(settings, scalar, vector, batcher, metrics=metrics)
+
+    def batcher(e: Embedder) -> EmbeddingBatcher:
+        return EmbeddingBatcher(
+            e,
+            max_batch=settings.embedding_max_batch,
+            max_wait_ms=settings.embedding_max_wait_ms,
+            on_batch=metrics.embedding_batch,
+        )
+
+    pool = EmbedderPool(batcher(embedder or load(settings.embedding_model)), load, batcher)
+    return CacheCore(settings, scalar, vector, pool, metrics=metrics)
 
 
 @dataclass
@@ -103,7 +109,7 @@ class Service:
         for extra in self.extras:
             await extra.wait_closed()
         await self.core.stop()
-        self.core.embedder.close()
+        self.core.embedders.close()
         self.core.vector.close()
         self.core.scalar.close()
 

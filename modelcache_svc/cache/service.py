@@ -18,13 +18,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from ..config import Settings
-from ..embedding import EmbeddingBatcher
+from ..embedding.pool import EmbedderPool
 from ..errors import CacheError, InvalidArgument, Unavailable
 from ..metrics import Metrics
 from ..stores.base import ScalarStore, VectorStore
 from .keys import ChatKey, chat_key, check_answer, check_entry_ids, check_metadata, check_model_name, check_tenant_name
 from .matching import guard_veto, resolve_threshold
 from .tenants import Principal, TenantRegistry
+from ..embedding import EmbeddingBatcher
 from .types import EntryRow, MatchKind, Message, NewEntry, QueryResult, Scope, Tenant, TenantConfig
 
 log = logging.getLogger("modelcache_svc.cache")
@@ -38,7 +39,7 @@ class CacheCore:
         settings: Settings,
         scalar: ScalarStore,
         vector: VectorStore,
-        embedder: EmbeddingBatcher,
+        embedders: EmbedderPool,
         *,
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
@@ -47,7 +48,7 @@ class CacheCore:
         self.metrics = metrics or Metrics()
         self.scalar = scalar
         self.vector = vector
-        self.embedder = embedder
+        self.embedders = embedders
         self._clock = clock
         self._pool = ThreadPoolExecutor(max_workers=settings.store_threads, thread_name_prefix="store")
         self.tenants = TenantRegistry(scalar, self._run, settings.admin_key, clock)
@@ -59,7 +60,8 @@ class CacheCore:
     # -- lifecycle --------------------------------------------------------------
     async def start(self) -> None:
         await self._run(self.scalar.migrate)
-        await self._run(self.vector.ensure_collection, self.embedder.model_id, self.embedder.dim)
+        default = self.embedders.default
+        await self._run(self.vector.ensure_collection, default.model_id, default.dim)
         if self.settings.default_tenant:
             await self.tenants.ensure(self.settings.default_tenant, TenantConfig())
         self._tasks.append(asyncio.get_running_loop().create_task(self._background()))
@@ -80,7 +82,7 @@ class CacheCore:
 
     async def ready(self) -> dict[str, bool]:
         """Which dependencies answer now: the scalar store, the vector store, the model."""
-        status = {"scalar_store": False, "vector_store": False, "model": self.embedder.dim > 0}
+        status = {"scalar_store": False, "vector_store": False, "model": self.embedders.default.dim > 0}
         for name, store in (("scalar_store", self.scalar), ("vector_store", self.vector)):
             try:
                 await asyncio.wait_for(self._run(store.ping), self.settings.store_timeout_s)
@@ -155,14 +157,18 @@ class CacheCore:
         if row is not None:
             self._hits.append((row.id, now))
             return QueryResult(True, MatchKind.EXACT, row.answer, row.id, 1.0, row.question)
-        return await self._semantic(scope, key, threshold, top_k or self.settings.top_k, now)
+        embedder = await self.embedders.get(tenant.config.embedding_model)
+        return await self._semantic(embedder, scope, key, threshold, top_k or self.settings.top_k, now)
 
-    async def _semantic(self, scope: Scope, key: ChatKey, threshold: float, top_k: int, now: float) -> QueryResult:
+    async def _semantic(
+        self, embedder: EmbeddingBatcher, scope: Scope, key: ChatKey, threshold: float, top_k: int, now: float
+    ) -> QueryResult:
         with self.metrics.timed("embed"):
-            vector = await self.embedder.embed(key.question)
+            vector = await embedder.embed(key.question)
         with self.metrics.timed("vector_search"):
+            # The collection of the tenant's model: vectors of two models are never compared.
             hits = await self._run(
-                self.vector.search, self.embedder.model_id, scope.tenant, scope.model, key.context_hash, vector, top_k
+                self.vector.search, embedder.model_id, scope.tenant, scope.model, key.context_hash, vector, top_k
             )
         candidates = [h for h in hits if h.similarity >= threshold]
         if not candidates:
@@ -193,6 +199,7 @@ class CacheCore:
             raise InvalidArgument("entries is empty: nothing to insert")
         if len(entries) > limits.max_entries_per_insert:
             raise InvalidArgument(f"too many entries: {len(entries)} > {limits.max_entries_per_insert} per call")
+        embedder = await self.embedders.get(tenant.config.embedding_model)
         now = self._clock()
         rows: list[EntryRow] = []
         keys: list[ChatKey] = []
@@ -218,20 +225,20 @@ class CacheCore:
                     messages_json=json.dumps([[m.role, m.content] for m in key.messages], ensure_ascii=False),
                     answer=answer,
                     metadata_json=json.dumps(metadata, ensure_ascii=False, sort_keys=True),
-                    embed_model=self.embedder.model_id,
+                    embed_model=embedder.model_id,
                     created_at=now,
                     expires_at=now + ttl if ttl else None,
                     last_hit_at=now,
                 )
             )
-        vectors = await self.embedder.embed_many([k.question for k in keys])
+        vectors = await embedder.embed_many([k.question for k in keys])
         # Scalar row first, then the vector: a vector without a row is never served.
         results = await self._run(self.scalar.upsert_entries, rows)
         ids = [entry_id for entry_id, _ in results]
         try:
             await self._run(
                 self.vector.insert,
-                self.embedder.model_id,
+                embedder.model_id,
                 scope.tenant,
                 scope.model,
                 [(ids[i], keys[i].context_hash) for i in range(len(ids))],
@@ -300,6 +307,7 @@ class CacheCore:
     # -- tenants ---------------------------------------------------------------------------
     async def create_tenant(self, principal: Principal, name: str, config: TenantConfig) -> Tenant:
         principal.check_admin()
+        await self.embedders.get(config.embedding_model)  # refuse a model that cannot load
         return await self.tenants.create(name, config)
 
     async def get_tenant(self, principal: Principal, name: str) -> Tenant:
@@ -316,6 +324,7 @@ class CacheCore:
 
     async def update_tenant(self, principal: Principal, name: str, config: TenantConfig) -> Tenant:
         principal.check_admin()
+        await self.embedders.get(config.embedding_model)
         tenant = await self.tenants.update(name, config)
         if tenant.config.max_entries:
             await self._enforce_capacity(tenant)
@@ -329,6 +338,44 @@ class CacheCore:
         await self._run(self.vector.clear, name, None)
         await self.tenants.delete(name)
         return int(removed)
+
+    async def reindex(self, principal: Principal, name: str, page: int = 256) -> int:
+        """Re-embed every entry of a tenant with its current model.
+
+        Entries already embedded by that model are skipped; the vectors of the
+        old model are deleted once the new ones are written.
+        """
+        principal.check_admin()
+        tenant = await self.tenants.get(name)
+        embedder = await self.embedders.get(tenant.config.embedding_model)
+        await self._run(self.vector.ensure_collection, embedder.model_id, embedder.dim)
+        done = 0
+        after = ""
+        while True:
+            rows = await self._run(self.scalar.entries_of_tenant, name, after, page)
+            if not rows:
+                return done
+            after = rows[-1].id
+            stale = [r for r in rows if r.embed_model != embedder.model_id]
+            if not stale:
+                continue
+            vectors = await embedder.embed_many([r.question for r in stale])
+            by_model: dict[str, list[int]] = {}
+            for i, r in enumerate(stale):
+                by_model.setdefault(r.model, []).append(i)
+            for model, idx in by_model.items():
+                await self._run(
+                    self.vector.insert,
+                    embedder.model_id,
+                    name,
+                    model,
+                    [(stale[i].id, stale[i].context_hash) for i in idx],
+                    vectors[idx],
+                )
+            ids = [r.id for r in stale]
+            await self._run(self.scalar.set_embed_model, ids, embedder.model_id)
+            await self._run(self.vector.delete_ids, ids, embedder.model_id)
+            done += len(stale)
 
     async def create_api_key(self, principal: Principal, tenant: str) -> tuple[str, str]:
         principal.check_admin()

@@ -199,11 +199,15 @@ class MilvusVectorStore:
         for collection in self._our_collections():
             self._call(lambda c=collection: self._client.delete(c, filter=expr))
 
-    def delete_ids(self, ids: Sequence[str]) -> None:
+    def delete_ids(self, ids: Sequence[str], except_model: str | None = None) -> None:
+        """Delete these ids from every collection (but the one of except_model)."""
         if not ids:
             return
         expr = f"id in {_quoted_ids(ids)}"
+        keep = self.collection_name(except_model, 0).rsplit("_", 1)[0] + "_" if except_model else None
         for collection in self._our_collections():
+            if keep is not None and collection.startswith(keep):
+                continue
             self._call(lambda c=collection: self._client.delete(c, filter=expr))
 
     def clear(self, tenant: str, model: str | None) -> None:
