@@ -79,7 +79,7 @@ class TenantRegistry:
         if not self._admin_key:
             return ADMIN
         if not key:
-            raise Unauthenticated("missing API key: send metadata 'authorization: Bearer <key>'")
+            raise Unauthenticated("missing API key (gRPC: metadata 'authorization: Bearer <key>'; Redis protocol: AUTH <key>)")
         if hmac.compare_digest(key.encode("utf-8", "surrogatepass"), self._admin_key.encode()):
             return ADMIN
         digest = hash_key(key)

@@ -46,6 +46,15 @@ STATUS: dict[type[errors.CacheError], grpc.StatusCode] = {
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
 }
 
+
+
+def status_of(exc: errors.CacheError) -> grpc.StatusCode:
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]  # type: ignore[index]
+    return grpc.StatusCode.UNKNOWN
+
+
 CACHE_SERVICE = "modelcache.v1.CacheService"
 TENANT_SERVICE = "modelcache.v1.TenantService"
 
@@ -93,7 +102,7 @@ class GrpcFrontEnd:
                 principal = await core.tenants.authenticate(_bearer(context))
                 return await fn(request, principal)
             except errors.CacheError as exc:
-                code = STATUS[type(exc)]
+                code = status_of(exc)
                 message = exc.message
             except Exception:
                 log.exception("%s failed with an unexpected error", name)
