@@ -82,6 +82,16 @@ def build_parser() -> argparse.ArgumentParser:
     _client_flags(cl)
     _scope_flags(cl, model_required=False)
 
+    st = sub.add_parser("stats", help="entries, hit ratio, latency and top entries per model of a tenant")
+    _client_flags(st)
+    _scope_flags(st, model_required=False)
+    st.add_argument("--window", type=int, default=3600, help="seconds of query log to summarise")
+    st.add_argument("--top", type=int, default=5)
+
+    ri = sub.add_parser("reindex", help="re-embed a tenant's entries with its current embedding model")
+    _client_flags(ri)
+    ri.add_argument("--tenant", required=True)
+
     tenant = sub.add_parser("tenant", help="manage tenants")
     tsub = tenant.add_subparsers(dest="tenant_command", required=True)
     for verb in ("create", "update"):
@@ -170,6 +180,17 @@ def run_client(args: argparse.Namespace, environ: dict[str, str]) -> int:
         elif args.command == "clear":
             n = client.clear(args.tenant, args.model or None)
             _print(args, {"removed": n}, f"removed {n}")
+        elif args.command == "stats":
+            scopes = client.stats(args.tenant, args.model or None, window_seconds=args.window, top=args.top)
+            lines = [
+                f"{s['tenant']}/{s['model']}\tentries={s['entries']}\tqueries={s['queries']}"
+                f"\thit_ratio={s['hit_ratio']:.3f}\tp50={s['p50_latency_ms']:.2f}ms\tp99={s['p99_latency_ms']:.2f}ms"
+                for s in scopes
+            ]
+            _print(args, scopes, "\n".join(lines) or "no entries and no queries")
+        elif args.command == "reindex":
+            n = client.reindex(args.tenant)
+            _print(args, {"tenant": args.tenant, "reindexed": n}, f"reindexed {n} entries of {args.tenant}")
         elif args.command == "tenant":
             _tenant_verb(args, client)
         elif args.command == "key":

@@ -221,7 +221,31 @@ class CacheClient:
         request = pb.ClearRequest(scope=pb.Scope(tenant=tenant, model=model or ""))
         return int(self._call(self._cache.Clear, request, timeout).removed)
 
+    def stats(self, tenant: str, model: str | None = None, *, window_seconds: int = 3600, top: int = 5) -> list[dict[str, Any]]:
+        request = pb.StatsRequest(scope=pb.Scope(tenant=tenant, model=model or ""), window_seconds=window_seconds, top=top)
+        response = self._call(self._cache.Stats, request, None)
+        return [
+            {
+                "tenant": s.tenant,
+                "model": s.model,
+                "entries": s.entries,
+                "queries": s.queries,
+                "exact_hits": s.exact_hits,
+                "semantic_hits": s.semantic_hits,
+                "misses": s.misses,
+                "errors": s.errors,
+                "hit_ratio": s.hit_ratio,
+                "p50_latency_ms": s.p50_latency_ms,
+                "p99_latency_ms": s.p99_latency_ms,
+                "top_entries": [{"id": t.id, "question": t.question, "hit_count": t.hit_count} for t in s.top_entries],
+            }
+            for s in response.scopes
+        ]
+
     # -- tenants and keys -----------------------------------------------------------
+    def reindex(self, tenant: str, *, timeout: float = 600.0) -> int:
+        return int(self._call(self._tenants.Reindex, pb.ReindexRequest(tenant=tenant), timeout).reindexed)
+
     def create_tenant(self, name: str, **config: Any) -> TenantInfo:
         message, _ = tenant_config(**config)
         return _tenant(self._call(self._tenants.CreateTenant, pb.CreateTenantRequest(name=name, config=message), None))

@@ -56,6 +56,9 @@ class Settings:
     fail_open: bool = True  # a store failure makes Query answer a miss (counted) instead of UNAVAILABLE
     store_threads: int = 8
     default_tenant: str = "default"
+    query_log_sample_rate: float = 1.0  # share of queries written to the query log (0 = off)
+    query_log_retention_s: float = 7 * 24 * 3600.0
+    query_log_max_queue: int = 10_000
     log_level: str = "INFO"
     limits: Limits = field(default_factory=Limits)
 
@@ -92,6 +95,8 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
     def validate(self) -> None:
+        if not 0.0 <= self.query_log_sample_rate <= 1.0:
+            raise InvalidArgument("query_log_sample_rate must be in [0, 1]")
         if not 0.0 < self.similarity_threshold <= 1.0:
             raise InvalidArgument("similarity_threshold must be in (0, 1]")
         for name in ("grpc_port", "http_port", "resp_port"):

@@ -13,6 +13,7 @@ import json
 import logging
 import time
 import uuid
+from dataclasses import dataclass
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -24,6 +25,7 @@ from ..metrics import Metrics
 from ..stores.base import ScalarStore, VectorStore
 from .keys import ChatKey, chat_key, check_answer, check_entry_ids, check_metadata, check_model_name, check_tenant_name
 from .matching import guard_veto, resolve_threshold
+from .querylog import QueryLog, QueryLogRow
 from .tenants import Principal, TenantRegistry
 from ..embedding import EmbeddingBatcher
 from .types import EntryRow, MatchKind, Message, NewEntry, QueryResult, Scope, Tenant, TenantConfig
@@ -56,6 +58,15 @@ class CacheCore:
         self._capacity_locks: dict[str, asyncio.Lock] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
+        self.query_log = QueryLog(
+            lambda rows: self._run(self.scalar.write_query_log, rows),
+            lambda before: self._run(self.scalar.purge_query_log, before),
+            self.metrics,
+            sample_rate=settings.query_log_sample_rate,
+            max_queue=settings.query_log_max_queue,
+            retention_s=settings.query_log_retention_s,
+            clock=clock,
+        )
 
     # -- lifecycle --------------------------------------------------------------
     async def start(self) -> None:
@@ -65,6 +76,7 @@ class CacheCore:
         if self.settings.default_tenant:
             await self.tenants.ensure(self.settings.default_tenant, TenantConfig())
         self._tasks.append(asyncio.get_running_loop().create_task(self._background()))
+        self.query_log.start()
 
     async def stop(self) -> None:
         if self._closed:
@@ -78,6 +90,7 @@ class CacheCore:
             except (asyncio.CancelledError, Exception):
                 pass
         await self._flush_hits()
+        await self.query_log.stop()
         self._pool.shutdown(wait=True)
 
     async def ready(self) -> dict[str, bool]:
@@ -115,24 +128,50 @@ class CacheCore:
         *,
         similarity_threshold: float | None = None,
         top_k: int = 0,
+        request_id: str = "",
     ) -> QueryResult:
         start = time.perf_counter()
+        error = ""
         try:
             result = await self._query(principal, scope, messages, similarity_threshold, top_k, start)
-        except Unavailable:
+        except Unavailable as exc:
+            error = type(exc).__name__
             self.metrics.query(scope.tenant, "error")
             if not self.settings.fail_open:
                 raise
             # Fail open: a sick store makes the product call its model, never hang or fail.
             self.metrics.count(self.metrics.fail_open)
-            log.warning("query answered as a miss: a store is unavailable", exc_info=True)
-            return QueryResult.miss()
-        except CacheError:
+            log.warning("query answered as a miss: %s", exc.message, extra={"request_id": request_id})
+            result = QueryResult.miss()
+        except CacheError as exc:
             self.metrics.query(scope.tenant, "error")
+            self._log_query(scope, None, start, type(exc).__name__, request_id)
             raise
-        self.metrics.stage("total", time.perf_counter() - start)
-        self.metrics.query(scope.tenant, result.match.value)
+        else:
+            self.metrics.stage("total", time.perf_counter() - start)
+            self.metrics.query(scope.tenant, result.match.value)
+        self._log_query(scope, result, start, error, request_id)
         return result
+
+    def _log_query(
+        self, scope: Scope, result: QueryResult | None, start: float, error: str, request_id: str
+    ) -> None:
+        try:
+            self.query_log.record(
+                QueryLogRow(
+                    ts=self._clock(),
+                    tenant=scope.tenant if isinstance(scope.tenant, str) else "",
+                    model=scope.model if isinstance(scope.model, str) else "",
+                    match_kind="error" if result is None or error else result.match.value,
+                    similarity=result.similarity if result else 0.0,
+                    entry_id=result.id if result else "",
+                    latency_ms=(time.perf_counter() - start) * 1000.0,
+                    error=error,
+                    request_id=request_id,
+                )
+            )
+        except Exception:  # the log never fails a query
+            log.debug("query log: row not recorded", exc_info=True)
 
     async def _query(
         self,
@@ -304,6 +343,46 @@ class CacheCore:
         await self._run(self.vector.clear, tenant, model or None)
         return int(removed)
 
+    # -- stats -----------------------------------------------------------------------------
+    async def stats(
+        self, principal: Principal, tenant: str, model: str | None, window_s: float, top: int
+    ) -> list[ScopeStats]:
+        """Per model of a tenant: entries, and from the query log over the window,
+        hit ratio and latency percentiles; the most-hit entries."""
+        await self._tenant_for(principal, tenant)
+        if model:
+            check_model_name(model)
+        if not 0 < window_s <= 90 * 24 * 3600 or not 0 < top <= 100:
+            raise InvalidArgument("window_seconds must be 1..7776000 and top 1..100")
+        await self.query_log.flush()  # what was just asked counts
+        counts = await self._run(self.scalar.models_of_tenant, tenant)
+        logged = await self._run(self.scalar.query_log_since, tenant, model or None, self._clock() - window_s)
+        tops = await self._run(self.scalar.top_entries, tenant, model or None, top * max(1, len(counts)))
+        models = sorted({model} if model else set(counts) | {m for m, _, _ in logged})
+        out = []
+        for name in models:
+            kinds = [k for m, k, _ in logged if m == name]
+            latencies = sorted(lat for m, _, lat in logged if m == name)
+            hits = kinds.count("exact") + kinds.count("semantic")
+            answered = len(kinds) - kinds.count("error")
+            out.append(
+                ScopeStats(
+                    tenant=tenant,
+                    model=name,
+                    entries=counts.get(name, 0),
+                    queries=len(kinds),
+                    exact_hits=kinds.count("exact"),
+                    semantic_hits=kinds.count("semantic"),
+                    misses=kinds.count("miss"),
+                    errors=kinds.count("error"),
+                    hit_ratio=hits / answered if answered else 0.0,
+                    p50_latency_ms=_percentile(latencies, 0.50),
+                    p99_latency_ms=_percentile(latencies, 0.99),
+                    top_entries=[(i, q, h) for m, i, q, h in tops if m == name][:top],
+                )
+            )
+        return out
+
     # -- tenants ---------------------------------------------------------------------------
     async def create_tenant(self, principal: Principal, name: str, config: TenantConfig) -> Tenant:
         principal.check_admin()
@@ -425,6 +504,29 @@ class CacheCore:
                 await self._delete_rows(tenant, victims)
             self.metrics.count(self.metrics.expirations, amount=len(rows))
             total += len(rows)
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeStats:
+    tenant: str
+    model: str
+    entries: int
+    queries: int
+    exact_hits: int
+    semantic_hits: int
+    misses: int
+    errors: int
+    hit_ratio: float
+    p50_latency_ms: float
+    p99_latency_ms: float
+    top_entries: list[tuple[str, str, int]]
+
+
+def _percentile(sorted_values: Sequence[float], q: float) -> float:
+    if not sorted_values:
+        return 0.0
+    index = min(len(sorted_values) - 1, max(0, int(round(q * (len(sorted_values) - 1)))))
+    return float(sorted_values[index])
 
 
 def _with_entries(tenant: Tenant, count: int) -> Tenant:

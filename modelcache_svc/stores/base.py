@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -100,6 +100,25 @@ class ScalarStore(Protocol):
         ...
 
     def set_embed_model(self, ids: Sequence[str], embed_model: str) -> None: ...
+
+    def top_entries(self, tenant: str, model: str | None, n: int) -> list[tuple[str, str, str, int]]:
+        """(model, id, question, hit_count) of the most-hit entries of a scope."""
+        ...
+
+    def models_of_tenant(self, tenant: str) -> dict[str, int]:
+        """Entry counts per model of a tenant."""
+        ...
+
+    # -- query log -----------------------------------------------------------
+    def write_query_log(self, rows: Sequence[Any]) -> None: ...
+
+    def purge_query_log(self, before: float) -> int: ...
+
+    def query_log_since(
+        self, tenant: str, model: str | None, since: float, limit: int = 100_000
+    ) -> list[tuple[str, str, float]]:
+        """(model, match_kind, latency_ms) of logged queries since a time, newest first."""
+        ...
 
     # -- API keys ------------------------------------------------------------
     def create_api_key(self, record: ApiKeyRecord) -> None: ...

@@ -210,7 +210,7 @@ class SQLScalarStore:
 
     def __init__(self, namespace: str) -> None:
         self._prefix = table_prefix(namespace)
-        self._tables = {name: self._prefix + name for name in ("schema_migrations", "tenants", "api_keys", "entries")}
+        self._tables = {name: self._prefix + name for name in ("schema_migrations", "tenants", "api_keys", "entries", "query_log")}
 
     # -- hooks --------------------------------------------------------------------------
     def _read(self, fn: Callable[[Cursor], T]) -> T:
@@ -487,6 +487,78 @@ class SQLScalarStore:
                 )
 
         self._write(op)
+
+    def top_entries(self, tenant: str, model: str | None, n: int) -> list[tuple[str, str, str, int]]:
+        """(model, id, question, hit_count) of the most-hit entries of a scope."""
+        if n <= 0:
+            return []
+        where, params = self._scope(tenant, model)
+
+        def op(cur: Cursor) -> list[tuple[str, str, str, int]]:
+            cur.execute(
+                self._q(
+                    "SELECT model, id, question, hit_count FROM {entries} WHERE "
+                    + where
+                    + " AND hit_count > 0 ORDER BY hit_count DESC, id LIMIT ?"
+                ),
+                (*params, int(n)),
+            )
+            return [(_str(m), _str(i), _str(q), _int(h)) for m, i, q, h in cur.fetchall()]
+
+        return self._read(op)
+
+    def models_of_tenant(self, tenant: str) -> dict[str, int]:
+        """Entry counts per model of a tenant."""
+
+        def op(cur: Cursor) -> dict[str, int]:
+            cur.execute(self._q("SELECT model, COUNT(*) FROM {entries} WHERE tenant = ? GROUP BY model"), (tenant,))
+            return {_str(m): _int(n) for m, n in cur.fetchall()}
+
+        return self._read(op)
+
+    # -- query log --------------------------------------------------------------------------
+    def write_query_log(self, rows: Sequence[Any]) -> None:
+        """rows: objects with ts, tenant, model, match_kind, similarity, entry_id, latency_ms, error, request_id."""
+        if not rows:
+            return
+        sql = self._q(
+            "INSERT INTO {query_log} (ts, tenant, model, match_kind, similarity, entry_id, latency_ms, error, request_id)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        )
+        params = [
+            (
+                float(r.ts), r.tenant[:64], r.model[:128], r.match_kind[:16], float(r.similarity),
+                r.entry_id[:32] or None, float(r.latency_ms), r.error[:64] or None, r.request_id[:64] or None,
+            )
+            for r in rows
+        ]
+        self._write(lambda cur: cur.executemany(sql, params))
+
+    def purge_query_log(self, before: float) -> int:
+        def op(cur: Cursor) -> int:
+            cur.execute(self._q("DELETE FROM {query_log} WHERE ts < ?"), (float(before),))
+            return max(cur.rowcount, 0)
+
+        return self._write(op)
+
+    def query_log_since(
+        self, tenant: str, model: str | None, since: float, limit: int = 100_000
+    ) -> list[tuple[str, str, float]]:
+        """(model, match_kind, latency_ms) of a scope's logged queries since a time, newest first."""
+        where, params = self._scope(tenant, model)
+
+        def op(cur: Cursor) -> list[tuple[str, str, float]]:
+            cur.execute(
+                self._q(
+                    "SELECT model, match_kind, latency_ms FROM {query_log} WHERE "
+                    + where
+                    + " AND ts >= ? ORDER BY ts DESC LIMIT ?"
+                ),
+                (*params, float(since), int(limit)),
+            )
+            return [(_str(m), _str(k), _float(lat)) for m, k, lat in cur.fetchall()]
+
+        return self._read(op)
 
     # -- API keys ---------------------------------------------------------------------------
     def create_api_key(self, record: ApiKeyRecord) -> None:

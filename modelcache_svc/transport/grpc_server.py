@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -30,6 +31,7 @@ from .proto import (
     pb,
     result_to_pb,
     scope_from_pb,
+    stats_to_pb,
     tenant_to_pb,
 )
 
@@ -74,6 +76,16 @@ def _safe_deserializer(cls: type[Message]) -> Callable[[bytes], Any]:
     return deserialize
 
 
+def request_id_of(context: grpc.aio.ServicerContext) -> str:
+    """The caller's x-request-id (bounded, printable), or a fresh one."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "x-request-id" and isinstance(value, str):
+            cleaned = "".join(ch for ch in value[:64] if ch.isprintable())
+            if cleaned:
+                return cleaned
+    return uuid.uuid4().hex
+
+
 def _bearer(context: grpc.aio.ServicerContext) -> str | None:
     for key, value in context.invocation_metadata() or ():
         if key == "authorization" and isinstance(value, str):
@@ -82,7 +94,7 @@ def _bearer(context: grpc.aio.ServicerContext) -> str | None:
     return None
 
 
-Handler = Callable[[Any, Principal], Awaitable[Message]]
+Handler = Callable[..., Awaitable[Message]]
 
 
 class GrpcFrontEnd:
@@ -96,19 +108,32 @@ class GrpcFrontEnd:
         async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Message:
             start = time.perf_counter()
             code = grpc.StatusCode.OK
+            rid = request_id_of(context)
+            context.set_trailing_metadata((("x-request-id", rid),))
             try:
                 if isinstance(request, _Undecodable):
                     raise errors.InvalidArgument(f"request could not be decoded: {request.reason}")
                 principal = await core.tenants.authenticate(_bearer(context))
-                return await fn(request, principal)
+                return await fn(request, principal, rid)
             except errors.CacheError as exc:
                 code = status_of(exc)
                 message = exc.message
             except Exception:
-                log.exception("%s failed with an unexpected error", name)
+                log.exception("%s failed with an unexpected error", name, extra={"request_id": rid, "rpc": name})
                 code, message = grpc.StatusCode.INTERNAL, f"internal error in {name}"
             finally:
-                core.metrics.request("grpc", name, code.name, time.perf_counter() - start)
+                elapsed = time.perf_counter() - start
+                core.metrics.request("grpc", name, code.name, elapsed)
+                level = logging.DEBUG if code == grpc.StatusCode.OK else logging.INFO
+                if log.isEnabledFor(level):
+                    log.log(
+                        level,
+                        "%s %s in %.2f ms",
+                        name,
+                        code.name,
+                        elapsed * 1000,
+                        extra={"request_id": rid, "rpc": name, "status": code.name},
+                    )
             await context.abort(code, message)
             raise AssertionError("unreachable")  # context.abort raises
 
@@ -119,50 +144,59 @@ class GrpcFrontEnd:
         )
 
     # -- CacheService ----------------------------------------------------------------
-    async def _query(self, r: pb.QueryRequest, p: Principal) -> pb.QueryResponse:
+    async def _query(self, r: pb.QueryRequest, p: Principal, rid: str) -> pb.QueryResponse:
         result = await self.core.query(
             p,
             scope_from_pb(r.scope),
             messages_from_pb(r.messages),
             similarity_threshold=r.similarity_threshold if r.HasField("similarity_threshold") else None,
             top_k=int(r.top_k),
+            request_id=rid,
         )
         return result_to_pb(result)
 
-    async def _insert(self, r: pb.InsertRequest, p: Principal) -> pb.InsertResponse:
+    async def _insert(self, r: pb.InsertRequest, p: Principal, rid: str) -> pb.InsertResponse:
         ids = await self.core.insert(p, scope_from_pb(r.scope), [entry_from_pb(e) for e in r.entries])
         return pb.InsertResponse(ids=ids)
 
-    async def _remove(self, r: pb.RemoveRequest, p: Principal) -> pb.RemoveResponse:
+    async def _remove(self, r: pb.RemoveRequest, p: Principal, rid: str) -> pb.RemoveResponse:
         return pb.RemoveResponse(removed=await self.core.remove(p, scope_from_pb(r.scope), list(r.ids)))
 
-    async def _clear(self, r: pb.ClearRequest, p: Principal) -> pb.ClearResponse:
+    async def _clear(self, r: pb.ClearRequest, p: Principal, rid: str) -> pb.ClearResponse:
         return pb.ClearResponse(removed=await self.core.clear(p, r.scope.tenant, r.scope.model or None))
 
     # -- TenantService -----------------------------------------------------------------
-    async def _create_tenant(self, r: pb.CreateTenantRequest, p: Principal) -> pb.Tenant:
+    async def _stats(self, r: pb.StatsRequest, p: Principal, rid: str) -> pb.StatsResponse:
+        window = int(r.window_seconds) or 3600
+        scopes = await self.core.stats(p, r.scope.tenant, r.scope.model or None, window, int(r.top) or 5)
+        return pb.StatsResponse(window_seconds=window, scopes=[stats_to_pb(s) for s in scopes])
+
+    async def _reindex(self, r: pb.ReindexRequest, p: Principal, rid: str) -> pb.ReindexResponse:
+        return pb.ReindexResponse(reindexed=await self.core.reindex(p, r.tenant))
+
+    async def _create_tenant(self, r: pb.CreateTenantRequest, p: Principal, rid: str) -> pb.Tenant:
         return tenant_to_pb(await self.core.create_tenant(p, r.name, config_from_pb(r.config)))
 
-    async def _get_tenant(self, r: pb.GetTenantRequest, p: Principal) -> pb.Tenant:
+    async def _get_tenant(self, r: pb.GetTenantRequest, p: Principal, rid: str) -> pb.Tenant:
         return tenant_to_pb(await self.core.get_tenant(p, r.name))
 
-    async def _list_tenants(self, r: pb.ListTenantsRequest, p: Principal) -> pb.ListTenantsResponse:
+    async def _list_tenants(self, r: pb.ListTenantsRequest, p: Principal, rid: str) -> pb.ListTenantsResponse:
         return pb.ListTenantsResponse(tenants=[tenant_to_pb(t) for t in await self.core.list_tenants(p)])
 
-    async def _update_tenant(self, r: pb.UpdateTenantRequest, p: Principal) -> pb.Tenant:
+    async def _update_tenant(self, r: pb.UpdateTenantRequest, p: Principal, rid: str) -> pb.Tenant:
         p.check_admin()
         current = await self.core.tenants.get(r.name)
         config = config_from_pb(r.config, current.config, r.update_mask.paths)
         return tenant_to_pb(await self.core.update_tenant(p, r.name, config))
 
-    async def _delete_tenant(self, r: pb.DeleteTenantRequest, p: Principal) -> pb.DeleteTenantResponse:
+    async def _delete_tenant(self, r: pb.DeleteTenantRequest, p: Principal, rid: str) -> pb.DeleteTenantResponse:
         return pb.DeleteTenantResponse(removed=await self.core.delete_tenant(p, r.name))
 
-    async def _create_api_key(self, r: pb.CreateApiKeyRequest, p: Principal) -> pb.ApiKey:
+    async def _create_api_key(self, r: pb.CreateApiKeyRequest, p: Principal, rid: str) -> pb.ApiKey:
         key_id, key = await self.core.create_api_key(p, r.tenant)
         return pb.ApiKey(id=key_id, key=key, tenant=r.tenant)
 
-    async def _revoke_api_key(self, r: pb.RevokeApiKeyRequest, p: Principal) -> pb.RevokeApiKeyResponse:
+    async def _revoke_api_key(self, r: pb.RevokeApiKeyRequest, p: Principal, rid: str) -> pb.RevokeApiKeyResponse:
         await self.core.revoke_api_key(p, r.id)
         return pb.RevokeApiKeyResponse()
 
@@ -172,6 +206,7 @@ class GrpcFrontEnd:
             "Insert": self._method("Insert", self._insert, pb.InsertRequest),
             "Remove": self._method("Remove", self._remove, pb.RemoveRequest),
             "Clear": self._method("Clear", self._clear, pb.ClearRequest),
+            "Stats": self._method("Stats", self._stats, pb.StatsRequest),
         }
         tenants = {
             "CreateTenant": self._method("CreateTenant", self._create_tenant, pb.CreateTenantRequest),
@@ -181,6 +216,7 @@ class GrpcFrontEnd:
             "DeleteTenant": self._method("DeleteTenant", self._delete_tenant, pb.DeleteTenantRequest),
             "CreateApiKey": self._method("CreateApiKey", self._create_api_key, pb.CreateApiKeyRequest),
             "RevokeApiKey": self._method("RevokeApiKey", self._revoke_api_key, pb.RevokeApiKeyRequest),
+            "Reindex": self._method("Reindex", self._reindex, pb.ReindexRequest),
         }
         return [
             grpc.method_handlers_generic_handler(CACHE_SERVICE, cache),

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 from .._gen.modelcache.v1 import modelcache_pb2 as pb
 from .._gen.modelcache.v1 import modelcache_pb2_grpc as pb_grpc
+from ..cache.service import ScopeStats
 from ..cache.types import EvictionPolicy, MatchKind, Message, NewEntry, QueryResult, Scope, Tenant, TenantConfig
 
 __all__ = ["pb", "pb_grpc"]
@@ -85,4 +86,21 @@ def tenant_to_pb(tenant: Tenant) -> pb.Tenant:
         config=config_to_pb(tenant.config),
         entries=tenant.entries,
         created_at_unix=int(tenant.created_at),
+    )
+
+
+def stats_to_pb(s: ScopeStats) -> pb.ScopeStats:
+    return pb.ScopeStats(
+        tenant=s.tenant,
+        model=s.model,
+        entries=s.entries,
+        queries=s.queries,
+        exact_hits=s.exact_hits,
+        semantic_hits=s.semantic_hits,
+        misses=s.misses,
+        errors=s.errors,
+        hit_ratio=s.hit_ratio,
+        p50_latency_ms=s.p50_latency_ms,
+        p99_latency_ms=s.p99_latency_ms,
+        top_entries=[pb.TopEntry(id=i, question=q, hit_count=h) for i, q, h in s.top_entries],
     )
