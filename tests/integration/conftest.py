@@ -17,12 +17,10 @@ def embedder() -> Embedder:
     return load_embedder("onnx", "packaged:all-MiniLM-L6-v2")
 
 
-@pytest.fixture(params=["sqlite", "mariadb"])
-def scalar_uri(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'scalar.db'}"
-    uri: str = request.getfixturevalue("mysql_uri")
-    return uri
+@pytest.fixture
+def scalar_uri(scalar_store_uri: str) -> str:
+    """The scalar store a server test runs on: SQLite, then MariaDB (tests/conftest.py)."""
+    return scalar_store_uri
 
 
 @pytest.fixture

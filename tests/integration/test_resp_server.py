@@ -28,7 +28,7 @@ from modelcache_svc.cache.types import QueryResult
 from modelcache_svc.transport.resp_server import RespServer, start_resp_server
 from tests.servers import ThreadServer, free_port
 
-pytestmark = pytest.mark.parametrize("scalar_uri", ["sqlite"], indirect=True)
+pytestmark = pytest.mark.parametrize("scalar_store_uri", ["sqlite"], indirect=True)
 
 MODEL = "gpt-4o-2024.08"
 Q = "How do I reverse a list in Python?"
