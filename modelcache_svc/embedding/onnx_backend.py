@@ -19,6 +19,8 @@ from .base import normalise_rows
 
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 EXPORT_VERSION = 1
+# torch's exporter keeps global state: one export at a time in a process.
+_EXPORT_LOCK = threading.Lock()
 
 
 def _fingerprint(source: Path) -> str:
@@ -99,12 +101,11 @@ class OnnxEmbedder:
             raise FileNotFoundError(f"the onnx backend needs a local model folder, not {source}")
         folder = cache_dir / f"{model_id}-{_fingerprint(source)}"
         fp32 = folder / "model.onnx"
-        if not fp32.exists():
-            export_onnx(source, fp32)
-        path = fp32
-        if int8:
-            path = folder / "model.int8.onnx"
-            if not path.exists():
+        path = folder / "model.int8.onnx" if int8 else fp32
+        with _EXPORT_LOCK:
+            if not fp32.exists():
+                export_onnx(source, fp32)
+            if int8 and not path.exists():
                 quantise(fp32, path)
         (folder / "source.json").write_text(json.dumps({"source": str(source), "model_id": model_id}))
         options = ort.SessionOptions()
