@@ -355,6 +355,7 @@ class CacheCore:
         if not 0 < window_s <= 90 * 24 * 3600 or not 0 < top <= 100:
             raise InvalidArgument("window_seconds must be 1..7776000 and top 1..100")
         await self.query_log.flush()  # what was just asked counts
+        await self._flush_hits()
         counts = await self._run(self.scalar.models_of_tenant, tenant)
         logged = await self._run(self.scalar.query_log_since, tenant, model or None, self._clock() - window_s)
         tops = await self._run(self.scalar.top_entries, tenant, model or None, top * max(1, len(counts)))
