@@ -23,4 +23,7 @@ def build_http_server(core: CacheCore) -> HttpServer:
         ("GET", "/healthz"): healthz,
         ("GET", "/readyz"): readyz,
     }
+    from .modelcache_compat import modelcache_routes
+
+    routes.update(modelcache_routes(core))
     return HttpServer(routes)
