@@ -92,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     _client_flags(ri)
     ri.add_argument("--tenant", required=True)
 
+    rp = sub.add_parser("repair", help="make the vector store agree with the scalar store (orphans on either side)")
+    _client_flags(rp)
+    rp.add_argument("--tenant", default="", help="one tenant (default: all)")
+
     tenant = sub.add_parser("tenant", help="manage tenants")
     tsub = tenant.add_subparsers(dest="tenant_command", required=True)
     for verb in ("create", "update"):
@@ -191,6 +195,9 @@ def run_client(args: argparse.Namespace, environ: dict[str, str]) -> int:
         elif args.command == "reindex":
             n = client.reindex(args.tenant)
             _print(args, {"tenant": args.tenant, "reindexed": n}, f"reindexed {n} entries of {args.tenant}")
+        elif args.command == "repair":
+            report = client.repair(args.tenant or None)
+            _print(args, report, ", ".join(f"{k}={v}" for k, v in report.items()))
         elif args.command == "tenant":
             _tenant_verb(args, client)
         elif args.command == "key":

@@ -246,6 +246,10 @@ class CacheClient:
     def reindex(self, tenant: str, *, timeout: float = 600.0) -> int:
         return int(self._call(self._tenants.Reindex, pb.ReindexRequest(tenant=tenant), timeout).reindexed)
 
+    def repair(self, tenant: str | None = None, *, timeout: float = 600.0) -> dict[str, int]:
+        r = self._call(self._tenants.Repair, pb.RepairRequest(tenant=tenant or ""), timeout)
+        return {"rows_checked": r.rows_checked, "vectors_added": r.vectors_added, "vectors_removed": r.vectors_removed}
+
     def create_tenant(self, name: str, **config: Any) -> TenantInfo:
         message, _ = tenant_config(**config)
         return _tenant(self._call(self._tenants.CreateTenant, pb.CreateTenantRequest(name=name, config=message), None))

@@ -53,6 +53,8 @@ class Settings:
     top_k: int = 5
     exact_cache_size: int = 10_000
     store_timeout_s: float = 5.0
+    repair_on_start: bool = True  # a background pass that re-adds vectors lost to a crash
+    max_concurrent_per_tenant: int = 256  # calls in flight per tenant; more -> RESOURCE_EXHAUSTED
     fail_open: bool = True  # a store failure makes Query answer a miss (counted) instead of UNAVAILABLE
     store_threads: int = 8
     default_tenant: str = "default"

@@ -14,19 +14,20 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from ..config import Settings
 from ..embedding.pool import EmbedderPool
-from ..errors import CacheError, InvalidArgument, Unavailable
+from ..errors import CacheError, InvalidArgument, ResourceExhausted, Unavailable
 from ..metrics import Metrics
 from ..stores.base import ScalarStore, VectorStore
 from .keys import ChatKey, chat_key, check_answer, check_entry_ids, check_metadata, check_model_name, check_tenant_name
 from .matching import guard_veto, resolve_threshold
 from .querylog import QueryLog, QueryLogRow
-from .tenants import Principal, TenantRegistry
+from .tenants import ADMIN, Principal, TenantRegistry
 from ..embedding import EmbeddingBatcher
 from .types import EntryRow, MatchKind, Message, NewEntry, QueryResult, Scope, Tenant, TenantConfig
 
@@ -56,6 +57,9 @@ class CacheCore:
         self.tenants = TenantRegistry(scalar, self._run, settings.admin_key, clock)
         self._hits: list[tuple[str, float]] = []
         self._capacity_locks: dict[str, asyncio.Lock] = {}
+        self._inflight: dict[str, int] = {}
+        # Drivers time out on their own (store_timeout_s); this catches what they miss.
+        self._deadline = settings.store_timeout_s + 2.0
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
         self.query_log = QueryLog(
@@ -75,8 +79,17 @@ class CacheCore:
         await self._run(self.vector.ensure_collection, default.model_id, default.dim)
         if self.settings.default_tenant:
             await self.tenants.ensure(self.settings.default_tenant, TenantConfig())
-        self._tasks.append(asyncio.get_running_loop().create_task(self._background()))
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._background()))
+        if self.settings.repair_on_start:
+            self._tasks.append(loop.create_task(self._repair_quietly()))
         self.query_log.start()
+
+    async def _repair_quietly(self) -> None:
+        try:
+            await self.repair(ADMIN)
+        except Exception:
+            log.warning("start-up repair pass failed; run `modelcache-svc repair` later", exc_info=True)
 
     async def stop(self) -> None:
         if self._closed:
@@ -106,7 +119,14 @@ class CacheCore:
         return status
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        """A blocking store call on the pool, under a deadline: a hung store never hangs a caller."""
+        future = asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        try:
+            async with asyncio.timeout(self._deadline):
+                return await future
+        except TimeoutError as exc:
+            self.metrics.count(self.metrics.store_errors, "deadline")
+            raise Unavailable(f"a store call took longer than {self._deadline:.1f}s") from exc
 
     # -- scope ---------------------------------------------------------------------
     async def _tenant_for(self, principal: Principal, tenant: str) -> Tenant:
@@ -133,7 +153,8 @@ class CacheCore:
         start = time.perf_counter()
         error = ""
         try:
-            result = await self._query(principal, scope, messages, similarity_threshold, top_k, start)
+            with self._admit(scope.tenant):
+                result = await self._query(principal, scope, messages, similarity_threshold, top_k, start)
         except Unavailable as exc:
             error = type(exc).__name__
             self.metrics.query(scope.tenant, "error")
@@ -231,7 +252,30 @@ class CacheCore:
         return QueryResult.miss()
 
     # -- insert ------------------------------------------------------------------------
+    @contextmanager
+    def _admit(self, tenant: str) -> Iterator[None]:
+        """Bound the calls one tenant has in flight: one noisy product cannot starve the rest."""
+        key = tenant if isinstance(tenant, str) else ""
+        n = self._inflight.get(key, 0)
+        if n >= self.settings.max_concurrent_per_tenant:
+            raise ResourceExhausted(
+                f"tenant {key[:64]!r} has {n} calls in flight (limit {self.settings.max_concurrent_per_tenant}); retry later"
+            )
+        self._inflight[key] = n + 1
+        try:
+            yield
+        finally:
+            left = self._inflight[key] - 1
+            if left:
+                self._inflight[key] = left
+            else:
+                del self._inflight[key]
+
     async def insert(self, principal: Principal, scope: Scope, entries: Sequence[NewEntry]) -> list[str]:
+        with self._admit(scope.tenant):
+            return await self._insert(principal, scope, entries)
+
+    async def _insert(self, principal: Principal, scope: Scope, entries: Sequence[NewEntry]) -> list[str]:
         tenant = await self._scope(principal, scope)
         limits = self.settings.limits
         if not entries:
@@ -457,6 +501,50 @@ class CacheCore:
             await self._run(self.vector.delete_ids, ids, embedder.model_id)
             done += len(stale)
 
+    async def repair(self, principal: Principal, name: str | None = None) -> RepairReport:
+        """Make the two stores agree: re-embed rows whose vector is missing (a crash
+        between the two writes), delete vectors whose row is gone (a failed delete).
+        Rows embedded by another model than the tenant's are reindex's business."""
+        principal.check_admin()
+        tenants = [await self.tenants.get(name)] if name else await self.tenants.list()
+        report = RepairReport()
+        for tenant in tenants:
+            embedder = await self.embedders.get(tenant.config.embedding_model)
+            after = ""
+            while True:
+                rows = await self._run(self.scalar.entries_of_tenant, tenant.name, after, 500)
+                if not rows:
+                    break
+                after = rows[-1].id
+                report.rows_checked += len(rows)
+                current = [r for r in rows if r.embed_model == embedder.model_id]
+                present = await self._run(
+                    self.vector.existing_ids, embedder.model_id, embedder.dim, [r.id for r in current]
+                )
+                missing = [r for r in current if r.id not in present]
+                if missing:
+                    vectors = await embedder.embed_many([r.question for r in missing])
+                    for model in sorted({r.model for r in missing}):
+                        idx = [i for i, r in enumerate(missing) if r.model == model]
+                        items = [(missing[i].id, missing[i].context_hash) for i in idx]
+                        await self._run(self.vector.insert, embedder.model_id, tenant.name, model, items, vectors[idx])
+                    report.vectors_added += len(missing)
+            report.vectors_removed += await self._run(
+                self._remove_orphan_vectors, embedder.model_id, embedder.dim, tenant.name
+            )
+        if report.vectors_added or report.vectors_removed:
+            log.warning("repair: %s", report)
+        return report
+
+    def _remove_orphan_vectors(self, embed_model: str, dim: int, tenant: str) -> int:
+        orphans: list[str] = []
+        for ids in self.vector.iter_tenant_ids(embed_model, dim, tenant):
+            rows = self.scalar.get_entries(ids, 0.0)  # expired or not: only a missing row makes an orphan
+            orphans.extend(i for i in ids if i not in rows)
+        for start in range(0, len(orphans), 500):
+            self.vector.delete_ids(orphans[start:start + 500])
+        return len(orphans)
+
     async def create_api_key(self, principal: Principal, tenant: str) -> tuple[str, str]:
         principal.check_admin()
         record, key = await self.tenants.create_api_key(tenant)
@@ -505,6 +593,13 @@ class CacheCore:
                 await self._delete_rows(tenant, victims)
             self.metrics.count(self.metrics.expirations, amount=len(rows))
             total += len(rows)
+
+
+@dataclass(slots=True)
+class RepairReport:
+    rows_checked: int = 0
+    vectors_added: int = 0
+    vectors_removed: int = 0
 
 
 @dataclass(frozen=True, slots=True)

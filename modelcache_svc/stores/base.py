@@ -8,7 +8,7 @@ that escapes is a bug.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -171,6 +171,14 @@ class VectorStore(Protocol):
     def clear(self, tenant: str, model: str | None) -> None: ...
 
     def ids_of_scope(self, embed_model: str, tenant: str, model: str) -> list[str]: ...
+
+    def existing_ids(self, embed_model: str, dim: int, ids: Sequence[str]) -> set[str]:
+        """Which of these ids have a vector in the collection of embed_model."""
+        ...
+
+    def iter_tenant_ids(self, embed_model: str, dim: int, tenant: str, batch: int = 1000) -> Iterator[list[str]]:
+        """Every id with a vector of a tenant in the collection of embed_model, in batches."""
+        ...
 
     def ping(self) -> None: ...
 

@@ -9,6 +9,18 @@ Milvus Lite walks every row of the partitions it searches, so there each scope
 gets its own partition and a search names it. A Milvus server instead uses the
 scope hash as partition key (it caps explicit partitions per collection, and
 a partition key scales to many scopes).
+
+Server mode, for several replicas over one Milvus:
+- Writes are delete-by-id then insert, never upsert: Milvus before 2.3.10
+  routes an upserted row by the wrong field (milvus-io/milvus#30607, fixed by
+  #30772), so a filter on the partition key never finds it again (no semantic
+  hit, and Clear leaves it behind). The PyPI `milvus` 2.3.5 server has that bug.
+- Searches use the collection's Bounded consistency: a vector written through
+  any replica becomes searchable within about 0.2-0.6 s (measured), at most
+  the server's `common.gracefulTime` (5 s by default). Until then the query is a
+  miss or an exact hit; it is never wrong, since the scalar row decides.
+- Two replicas starting together may both create a collection: the loser of
+  that race finds it and loads it instead of failing.
 """
 
 from __future__ import annotations
@@ -95,28 +107,38 @@ class MilvusVectorStore:
         name = self.collection_name(embed_model, dim)
         if name in self._known_collections:
             return name
-        from pymilvus import DataType
 
         def create() -> None:
             if self._client.has_collection(name):
                 self._client.load_collection(name)
                 return
-            schema = self._client.create_schema(auto_id=False, enable_dynamic_field=False)
-            schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=64)
-            schema.add_field("scope", DataType.VARCHAR, max_length=32, is_partition_key=not self._lite)
-            schema.add_field("tenant", DataType.VARCHAR, max_length=32)
-            schema.add_field("ctx", DataType.VARCHAR, max_length=64)
-            schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
-            index = self._client.prepare_index_params()
-            index.add_index("vector", index_type="HNSW", metric_type="COSINE", params={"M": 16, "efConstruction": 200})
-            kwargs: dict[str, Any] = {}
-            if not self._lite:
-                kwargs["consistency_level"] = "Bounded"
-            self._client.create_collection(name, schema=schema, index_params=index, **kwargs)
+            try:
+                self._create_collection(name, dim)
+            except Exception:
+                # Another replica created it between our check and our create.
+                if not self._client.has_collection(name):
+                    raise
+                self._client.load_collection(name)
 
         self._call(create)
         self._known_collections.add(name)
         return name
+
+    def _create_collection(self, name: str, dim: int) -> None:
+        from pymilvus import DataType
+
+        schema = self._client.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=64)
+        schema.add_field("scope", DataType.VARCHAR, max_length=32, is_partition_key=not self._lite)
+        schema.add_field("tenant", DataType.VARCHAR, max_length=32)
+        schema.add_field("ctx", DataType.VARCHAR, max_length=64)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
+        index = self._client.prepare_index_params()
+        index.add_index("vector", index_type="HNSW", metric_type="COSINE", params={"M": 16, "efConstruction": 200})
+        kwargs: dict[str, Any] = {}
+        if not self._lite:
+            kwargs["consistency_level"] = "Bounded"
+        self._client.create_collection(name, schema=schema, index_params=index, **kwargs)
 
     def _partition(self, collection: str, scope: str, create: bool) -> str | None:
         if not self._lite:
@@ -157,8 +179,19 @@ class MilvusVectorStore:
             {"id": entry_id, "scope": scope, "tenant": thash, "ctx": ctx, "vector": vectors[i].tolist()}
             for i, (entry_id, ctx) in enumerate(items)
         ]
-        kwargs: dict[str, Any] = {"partition_name": part} if part else {}
-        self._call(lambda: self._client.upsert(collection, rows, **kwargs))
+        if self._lite:
+            kwargs: dict[str, Any] = {"partition_name": part} if part else {}
+            self._call(lambda: self._client.upsert(collection, rows, **kwargs))
+            return
+        ids = [entry_id for entry_id, _ in items]
+        _quoted_ids(ids)
+
+        def write() -> None:
+            # Not upsert (see the module's note): delete any older vector of these ids, then insert.
+            self._client.delete(collection, ids=ids)
+            self._client.insert(collection, rows)
+
+        self._call(write)
 
     def search(
         self,

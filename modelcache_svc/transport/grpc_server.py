@@ -174,6 +174,14 @@ class GrpcFrontEnd:
     async def _reindex(self, r: pb.ReindexRequest, p: Principal, rid: str) -> pb.ReindexResponse:
         return pb.ReindexResponse(reindexed=await self.core.reindex(p, r.tenant))
 
+    async def _repair(self, r: pb.RepairRequest, p: Principal, rid: str) -> pb.RepairResponse:
+        report = await self.core.repair(p, r.tenant or None)
+        return pb.RepairResponse(
+            rows_checked=report.rows_checked,
+            vectors_added=report.vectors_added,
+            vectors_removed=report.vectors_removed,
+        )
+
     async def _create_tenant(self, r: pb.CreateTenantRequest, p: Principal, rid: str) -> pb.Tenant:
         return tenant_to_pb(await self.core.create_tenant(p, r.name, config_from_pb(r.config)))
 
@@ -217,6 +225,7 @@ class GrpcFrontEnd:
             "CreateApiKey": self._method("CreateApiKey", self._create_api_key, pb.CreateApiKeyRequest),
             "RevokeApiKey": self._method("RevokeApiKey", self._revoke_api_key, pb.RevokeApiKeyRequest),
             "Reindex": self._method("Reindex", self._reindex, pb.ReindexRequest),
+            "Repair": self._method("Repair", self._repair, pb.RepairRequest),
         }
         return [
             grpc.method_handlers_generic_handler(CACHE_SERVICE, cache),
