@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -261,6 +261,31 @@ class MilvusVectorStore:
             )
             out.extend(str(r["id"]) for r in rows)
         return out
+
+    def existing_ids(self, embed_model: str, dim: int, ids: Sequence[str]) -> set[str]:
+        """Which of these entry ids have a vector in the collection of embed_model."""
+        if not ids:
+            return set()
+        collection = self.ensure_collection(embed_model, dim)
+        expr = f"id in {_quoted_ids(ids)}"
+        rows = self._call(lambda: self._client.query(collection, filter=expr, output_fields=["id"], limit=len(ids)))
+        return {str(r["id"]) for r in rows}
+
+    def iter_tenant_ids(self, embed_model: str, dim: int, tenant: str, batch: int = 1000) -> Iterator[list[str]]:
+        """Every entry id with a vector of a tenant, in batches (repair's view of the vector side)."""
+        collection = self.ensure_collection(embed_model, dim)
+        expr = f'tenant == "{tenant_hash(tenant)}"'
+        iterator = self._call(
+            lambda: self._client.query_iterator(collection, batch_size=batch, filter=expr, output_fields=["id"])
+        )
+        try:
+            while True:
+                rows = self._call(iterator.next)
+                if not rows:
+                    return
+                yield [str(r["id"]) for r in rows]
+        finally:
+            self._call(iterator.close)
 
     def ping(self) -> None:
         self._call(lambda: self._client.list_collections())
