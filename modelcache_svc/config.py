@@ -58,6 +58,7 @@ class Settings:
     fail_open: bool = True  # a store failure makes Query answer a miss (counted) instead of UNAVAILABLE
     store_threads: int = 8
     default_tenant: str = "default"
+    modelcache_compat_tenant: str = "default"  # the tenant POST /modelcache (ModelCache's API) serves
     query_log_sample_rate: float = 1.0  # share of queries written to the query log (0 = off)
     query_log_retention_s: float = 7 * 24 * 3600.0
     query_log_max_queue: int = 10_000
@@ -111,6 +112,12 @@ class Settings:
             raise InvalidArgument(f"embedding_backend must be one of {', '.join(EMBEDDING_BACKENDS)}")
         if self.top_k < 1 or self.top_k > self.limits.max_top_k:
             raise InvalidArgument(f"top_k must be 1..{self.limits.max_top_k}")
+        from .cache.keys import check_tenant_name  # here: cache.keys imports this module
+
+        try:
+            check_tenant_name(self.modelcache_compat_tenant)
+        except InvalidArgument as exc:
+            raise InvalidArgument(f"modelcache_compat_tenant: {exc.message}") from exc
 
 
 def _coerce(name: str, typ: Any, raw: str) -> Any:
