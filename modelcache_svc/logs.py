@@ -25,9 +25,19 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(event, ensure_ascii=False)
 
 
+class _MilvusLiteNoise(logging.Filter):
+    """Milvus Lite's in-process gRPC server lacks AllocTimestamp; pymilvus asks for it
+    before each query iterator, falls back to a client timestamp, and the server logs a
+    traceback for nothing. Drop that one record, nothing else."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name == "grpc._server" and "Method not implemented" in record.getMessage())
+
+
 def configure(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
+    handler.addFilter(_MilvusLiteNoise())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
