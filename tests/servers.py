@@ -107,8 +107,8 @@ class ProcessServer:
             channel.close()
         raise TimeoutError(f"server not ready after {timeout}s:\n{self.output}")
 
-    def client(self, api_key: str | None = None) -> CacheClient:
-        return CacheClient(self.target, api_key=api_key)
+    def client(self, api_key: str | None = None, **kwargs: Any) -> CacheClient:
+        return CacheClient(self.target, api_key=api_key, **kwargs)
 
     def terminate(self, timeout: float = 30) -> int:
         self.proc.terminate()
