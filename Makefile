@@ -7,7 +7,7 @@ GEN    := modelcache_svc/_gen/modelcache/v1/modelcache_pb2.py
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup proto run test bench eval clean
+.PHONY: setup proto run test test-tools bench eval clean
 
 setup: $(STAMP) $(GEN)
 
@@ -30,7 +30,12 @@ $(GEN): $(PROTO) $(STAMP)
 run: setup
 	$(VENV)/bin/modelcache-svc serve $(ARGS)
 
-test: setup
+# Tools the tests drive from Debian: redis-cli (real Redis client). Best effort: skipped
+# tests say why when it is missing and cannot be installed.
+test-tools:
+	@command -v redis-cli >/dev/null || (command -v apt-get >/dev/null && apt-get install -y -q redis-tools >/dev/null) || true
+
+test: setup test-tools
 	$(PY) -m pytest -q $(ARGS)
 
 clean:
