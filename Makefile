@@ -30,10 +30,12 @@ $(GEN): $(PROTO) $(STAMP)
 run: setup
 	$(VENV)/bin/modelcache-svc serve $(ARGS)
 
-# Tools the tests drive from Debian: redis-cli (real Redis client). Best effort: skipped
+# Tools the tests drive from Debian: redis-cli (a real Redis client), docker-compose (validates
+# deploy/docker-compose.yml; needs no Docker engine). Best effort: skipped
 # tests say why when it is missing and cannot be installed.
 test-tools:
 	@command -v redis-cli >/dev/null || (command -v apt-get >/dev/null && apt-get install -y -q redis-tools >/dev/null) || true
+	@command -v docker-compose >/dev/null || (command -v apt-get >/dev/null && apt-get install -y -q docker-compose >/dev/null) || true
 
 test: setup test-tools
 	$(PY) -m pytest -q $(ARGS)

