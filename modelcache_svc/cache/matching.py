@@ -2,80 +2,300 @@
 
 Embeddings of two questions one word apart ("... in Python" / "... in Java")
 are nearly equal, yet their answers differ. After the threshold test, the
-precision guard compares what usually changes an answer — numbers,
-programming languages, negation — and vetoes a hit when they differ.
+precision guard compares what usually changes an answer and vetoes a hit when
+it differs. Each rule below was kept only where it measured a gain on the
+labelled pairs of shared/eval (docs/hit-quality.md): a rule that fires on
+paraphrases costs recall, so every rule fires on a *conflict*, not on mere
+absence —
+
+- numbers (digits, number words, CJK numerals): both questions name numbers
+  and they differ ("divisible by 13" / "by 17"); a question without numbers is
+  a more general one, not a different one, and enumerators ("1)", "2.") are
+  layout, not numbers;
+- units and currencies beside numbers, where both questions have some
+  (10 km / 10 miles, $500 / ₹500);
+- programming languages and frameworks (C, R and Go only where they read as
+  languages: "in Go", "C programming");
+- dates (months, weekdays, today/tomorrow): both name one and they differ;
+- negation: odd/even count of negators, but only between short, otherwise
+  alike questions — in long or rephrased texts negators are a paraphrasing
+  device ("not mandatory" / "optional"), and "or not" asks rather than negates;
+- named entities (capitalised words not opening a sentence, acronyms,
+  CamelCase): a *substitution* — each side names one the other lacks
+  ("in Brazil" / "in Peru") — between questions that otherwise share words;
+  an entity only one side adds ("Osho Pune" / "Osho Ashram Pune") passes.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
+from functools import lru_cache
 
 from ..errors import InvalidArgument
 
-_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
-_CJK_NUMERAL = re.compile(r"[零〇一二两三四五六七八九十百千万亿]+")
-_WORD = re.compile(r"[A-Za-z][A-Za-z+#']*")
+# Latin-script words; CJK is handled by its own rules, so it is blanked out first.
+_TOKEN = re.compile(r"[^\W_](?:[\w+#']|[.\-/](?=\w))*[+#]*")
+_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+_NUMBER = re.compile(r"\d+(?:[.,:]\d+)*")
+_NUMBER_UNIT = re.compile(r"^\d+(?:[.,]\d+)*([a-z°]+)$")
+_LINE_ENUMERATOR = re.compile(r"(?m)^\s*\(?\d{1,2}[.)](?=\s)")
+_INLINE_ENUMERATOR = re.compile(r"(?<![\w(])\(?\d{1,2}\)(?=\s)")
+_SIGNS = re.compile(r"[$€£₹¥%]")
 _NUMBER_WORDS = {
-    "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6",
-    "seven": "7", "eight": "8", "nine": "9", "ten": "10", "eleven": "11", "twelve": "12",
-    "thirteen": "13", "fourteen": "14", "fifteen": "15", "sixteen": "16", "seventeen": "17",
-    "eighteen": "18", "nineteen": "19", "twenty": "20", "thirty": "30", "forty": "40",
-    "fifty": "50", "hundred": "100", "thousand": "1000", "million": "1000000", "billion": "1000000000",
+    "zero": "0", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6", "seven": "7", "eight": "8",
+    "nine": "9", "ten": "10", "eleven": "11", "twelve": "12", "thirteen": "13", "fourteen": "14",
+    "fifteen": "15", "sixteen": "16", "seventeen": "17", "eighteen": "18", "nineteen": "19", "twenty": "20",
+    "thirty": "30", "forty": "40", "fifty": "50", "sixty": "60", "seventy": "70", "eighty": "80", "ninety": "90",
+    "third": "3rd", "fourth": "4th", "fifth": "5th",
+}  # not "one" (a pronoun: "one can"), "first"/"second" (adverb, unit): they fired on paraphrases
+_UNITS = {
+    **dict.fromkeys(("km", "kilometer", "kilometers", "kilometre", "kilometres"), "km"),
+    **dict.fromkeys(("mile", "miles"), "mile"), **dict.fromkeys(("meter", "meters", "metre", "metres"), "m"),
+    "cm": "cm", "mm": "mm", **dict.fromkeys(("ft", "foot", "feet"), "ft"), **dict.fromkeys(("inch", "inches"), "in"),
+    **dict.fromkeys(("kg", "kgs", "kilogram", "kilograms"), "kg"), **dict.fromkeys(("gram", "grams"), "g"),
+    **dict.fromkeys(("lb", "lbs", "pound", "pounds"), "lb"), **dict.fromkeys(("oz", "ounce", "ounces"), "oz"),
+    **dict.fromkeys(("liter", "liters", "litre", "litres"), "l"), "ml": "ml", "gallon": "gal", "gallons": "gal",
+    **dict.fromkeys(("celsius", "°c"), "°c"), **dict.fromkeys(("fahrenheit", "°f"), "°f"),
+    "kb": "kb", "mb": "mb", "gb": "gb", "tb": "tb", "ghz": "ghz", "mhz": "mhz", "mbps": "mbps", "mph": "mph",
+    "kmph": "kmph", "kph": "kmph", "kw": "kw", "kwh": "kwh", "mah": "mah",
+    **dict.fromkeys(("seconds", "sec", "secs"), "s"), **dict.fromkeys(("minute", "minutes", "mins"), "min"),
+    **dict.fromkeys(("hour", "hours", "hr", "hrs"), "h"), "day": "day", "days": "day", "week": "week",
+    "weeks": "week", "month": "month", "months": "month", **dict.fromkeys(("year", "years", "yrs"), "year"),
+    **dict.fromkeys(("usd", "dollar", "dollars", "$"), "$"), **dict.fromkeys(("eur", "euro", "euros", "€"), "€"),
+    **dict.fromkeys(("gbp", "£"), "£"), **dict.fromkeys(("inr", "rs", "rupee", "rupees", "₹"), "₹"),
+    **dict.fromkeys(("lakh", "lakhs"), "lakh"), **dict.fromkeys(("crore", "crores"), "crore"),
+    **dict.fromkeys(("yen", "¥"), "¥"), **dict.fromkeys(("yuan", "rmb"), "元"), **dict.fromkeys(("percent", "%"), "%"),
+    "k": "k", "hundred": "hundred", "thousand": "thousand", "million": "million", "billion": "billion",
+    "trillion": "trillion", "dozen": "dozen",
 }
 _LANGUAGES = {
-    "python", "java", "javascript", "js", "typescript", "ts", "c++", "cpp", "c#", "csharp", "golang",
-    "rust", "ruby", "php", "kotlin", "swift", "scala", "perl", "haskell", "lua", "matlab", "dart",
-    "elixir", "erlang", "clojure", "fortran", "cobol", "julia", "bash", "shell", "powershell", "sql",
-    "mysql", "postgresql", "postgres", "sqlite", "html", "css", "objective-c", "vb", "vba", "groovy",
-    "solidity", "zig", "nim", "ocaml", "fsharp", "f#", "assembly", "react", "vue", "angular", "django",
-    "flask", "node", "nodejs", "pandas", "numpy", "pytorch", "tensorflow", "excel",
+    "python": "python", "java": "java", "javascript": "javascript", "js": "javascript", "typescript": "typescript",
+    "ts": "typescript", "c++": "c++", "cpp": "c++", "c/c++": "c++", "c#": "c#", "csharp": "c#", "golang": "go",
+    "php": "php", "kotlin": "kotlin", "scala": "scala", "perl": "perl", "haskell": "haskell", "lua": "lua",
+    "matlab": "matlab", "erlang": "erlang", "clojure": "clojure", "fortran": "fortran", "cobol": "cobol",
+    "powershell": "powershell", "sql": "sql", "mysql": "mysql", "postgresql": "postgresql", "postgres": "postgresql",
+    "sqlite": "sqlite", "mongodb": "mongodb", "html": "html", "css": "css", "objective-c": "objective-c",
+    "vb": "vb", "vb.net": "vb", "vba": "vba", "ocaml": "ocaml", "fsharp": "f#", "f#": "f#", "django": "django",
+    "numpy": "numpy", "pytorch": "pytorch", "tensorflow": "tensorflow", "nodejs": "node", "node.js": "node",
+    "vue": "vue", "vue.js": "vue", "jquery": "jquery", "reactjs": "react", "react.js": "react",
+    "angularjs": "angular",
 }
-# Single letters and common words that are languages only when written as such.
-_CASED_LANGUAGES = {"C": "c", "R": "r", "Go": "golang", "D": "d"}
-_NEGATIONS = {"not", "no", "never", "without", "cannot", "none", "nor", "neither"}
-_CJK_NEGATIONS = ("不", "没", "別", "别", "无", "非", "未")
+# Letters and ordinary words that name a language only when written as a name, in a code context.
+_CASED_LANGUAGES = {
+    "C": "c", "R": "r", "D": "d", "Go": "go", "Rust": "rust", "Ruby": "ruby", "Swift": "swift", "Julia": "julia",
+    "Dart": "dart", "Elixir": "elixir", "Excel": "excel", "Bash": "bash", "Shell": "shell", "React": "react",
+    "Angular": "angular", "Node": "node", "Flask": "flask", "Pandas": "pandas", "Assembly": "assembly",
+    "Groovy": "groovy", "Solidity": "solidity", "Spring": "spring",
+}
+_CODE_AFTER = {"programming", "language", "lang", "code", "program", "programs", "compiler", "developer",
+               "developers", "script", "scripts", "library", "framework", "function", "functions"}
+_CODE_BEFORE = {"in", "using", "with", "learn", "learning", "vs", "or", "and", "to", "use", "into", "from", "write"}
+_NEGATIONS = {"not", "no", "never", "cannot", "nobody", "nothing", "nowhere", "neither", "nor"}
+_NO_IS_NOT_NEGATION_BEFORE = {"longer", "matter", "doubt", "one"}
+_MONTHS = {
+    **{m: m[:3] for m in ("january", "february", "april", "june", "july", "august", "september", "october",
+                          "november", "december")},
+    "jan": "jan", "feb": "feb", "apr": "apr", "jun": "jun", "jul": "jul", "aug": "aug", "sep": "sep", "sept": "sep",
+    "oct": "oct", "nov": "nov", "dec": "dec",
+}
+_CASED_MONTHS = {"May": "may", "March": "mar"}  # ordinary words in lower case
+_DATES = {
+    **{d: d[:3] for d in ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")},
+    "today": "today", "tomorrow": "tomorrow", "yesterday": "yesterday", "tonight": "tonight",
+}
+# Capitalised for grammar, not because they name something.
+_NOT_ENTITIES = {
+    "i", "i'm", "i've", "i'd", "i'll", "ok", "okay", "hi", "hello", "mr", "mrs", "ms", "dr", "vs", "etc", "a", "an",
+    "the", "what", "why", "how", "when", "where", "who", "which", "is", "are", "can", "do", "does", "should",
+    "will", "would", "could", "did", "and", "or", "all", "true", "false", "null", "none", *_NEGATIONS,
+}
+# Overlap below which two texts are rephrasings, and a negator or a name is a paraphrasing device.
+_NEGATION_MIN_OVERLAP = 0.7
+_NEGATION_MAX_WORDS = 30
+_ENTITY_MIN_OVERLAP = 0.4
+
+# Chinese: numerals count when they are numbers, not the "一" of 一下 / 一些 ("a bit", "some").
+_CJK_NUMERAL = re.compile(r"[零〇一二两三四五六七八九十百千万亿]+")
+_CJK_NUMERAL_WORDS = ("一下", "一些", "一样", "一起", "一直", "一定", "一般", "一点", "一切", "统一", "万一", "千万",
+                      "一边", "一种", "一次", "一个", "一首", "一部", "一本", "一句", "一张", "一位", "一段", "十分",
+                      "百度", "一一", "不一", "唯一", "一旦", "一致", "一向", "一生", "一路", "一代", "一天")
+_CJK_A_NOT_A = re.compile(r"(.)[不没]\1")  # 是不是, 有没有: a question, not a negation
+_CJK_NEGATORS = ("不", "没", "别", "无法", "未", "非", "勿")
+_CJK_NOT_NEGATIONS = ("不错", "不过", "不同", "不少", "不仅", "不断", "不如", "不管", "不然", "不得不", "别人", "别的",
+                      "分别", "区别", "特别", "级别", "类别", "性别", "告别", "差别", "识别", "未来", "非常", "并非",
+                      "是非", "除非", "不知道", "不了")
 
 
 @dataclass(frozen=True, slots=True)
 class Features:
     numbers: frozenset[str]
+    units: frozenset[str]
     languages: frozenset[str]
+    dates: frozenset[str]
     negated: bool
+    entities: frozenset[str]
+    words: frozenset[str]  # folded stems, initials of capitalised runs ("Random Access Memory" -> "ram"), CJK characters
+    compact: str  # folded text without separators: "Java script" still contains "javascript"
+    length: int  # words and CJK characters
 
 
+def _fold(word: str) -> str:
+    """Lower case without accents: "Süper" and "Super" are one name."""
+    return "".join(ch for ch in unicodedata.normalize("NFKD", word.lower()) if not unicodedata.combining(ch))
+
+
+def _stem(word: str) -> str:
+    w = word.lower().replace("'s", "").rstrip("'")
+    for suffix in ("ies", "es", "s"):
+        if len(w) > 4 and w.endswith(suffix) and not w.endswith("ss"):
+            return w[: -len(suffix)] + ("y" if suffix == "ies" else "")
+    return w
+
+
+def _sentence_starts(text: str, tokens: list[re.Match[str]]) -> set[int]:
+    """Indexes of tokens that open a sentence (capitalised for grammar)."""
+    starts = set()
+    for i, m in enumerate(tokens):
+        before = text[: m.start()].rstrip(" \t\"'“‘([{*-")
+        if not before or before[-1] in ".?!:;\n":
+            starts.add(i)
+    return starts
+
+
+@lru_cache(maxsize=4096)
 def features(text: str) -> Features:
-    numbers = {n.replace(",", "") for n in _NUMBER.findall(text)}
-    numbers.update(_CJK_NUMERAL.findall(text))
+    text = unicodedata.normalize("NFKC", text)
+    latin = _CJK.sub(" ", _INLINE_ENUMERATOR.sub(" ", _LINE_ENUMERATOR.sub(" ", text)))
+    tokens = list(_TOKEN.finditer(latin))
+    words = [m.group(0) for m in tokens]
+    lower = [w.lower() for w in words]
+    starts = _sentence_starts(latin, tokens)
+    numbers = {n.replace(",", "") for n in _NUMBER.findall(latin)} | _cjk_numbers(text)
+    units = {_UNITS[s] for s in _SIGNS.findall(latin)}
     languages: set[str] = set()
-    negations = 0
-    for word in _WORD.findall(text):
-        lower = word.lower()
-        if lower.endswith("n't"):
+    dates: set[str] = set()
+    negations = _cjk_negations(text)
+    alpha = [w for w in words if w[0].isalpha()]
+    # In Title Case Text capitals carry no signal; acronyms and CamelCase still do.
+    title_case = len(alpha) >= 4 and sum(w[0].isupper() for w in alpha) / len(alpha) > 0.6
+    entities: set[str] = set()
+    for i, (word, low) in enumerate(zip(words, lower)):
+        prev = lower[i - 1] if i else ""
+        nxt = lower[i + 1] if i + 1 < len(lower) else ""
+        if low.endswith("n't") or (low in _NEGATIONS and not _negator_in_name_only(low, prev, nxt, latin, tokens[i])):
             negations += 1
-            continue
-        if lower in _NUMBER_WORDS:
-            numbers.add(_NUMBER_WORDS[lower])
-        if lower in _NEGATIONS:
-            negations += 1
-        if lower in _LANGUAGES:
-            languages.add({"js": "javascript", "ts": "typescript", "cpp": "c++", "csharp": "c#",
-                           "golang": "golang", "postgres": "postgresql", "nodejs": "node"}.get(lower, lower))
-        elif word in _CASED_LANGUAGES:
+        if low in _NUMBER_WORDS:
+            numbers.add(_NUMBER_WORDS[low])
+        attached = _NUMBER_UNIT.match(low)
+        if attached and attached.group(1) in _UNITS:
+            units.add(_UNITS[attached.group(1)])
+        if low in _UNITS and len(low) > 1 and (prev[:1].isdigit() or prev in _NUMBER_WORDS):
+            units.add(_UNITS[low])
+        if low in _LANGUAGES:
+            languages.add(_LANGUAGES[low])
+        elif word in _CASED_LANGUAGES and (
+            nxt in _CODE_AFTER or (prev in _CODE_BEFORE and (len(word) == 1 or i not in starts))
+        ):
             languages.add(_CASED_LANGUAGES[word])
-    negations += sum(text.count(ch) for ch in _CJK_NEGATIONS)
-    return Features(frozenset(numbers), frozenset(languages), negations % 2 == 1)
+        elif low in ("c", "r") and nxt in _CODE_AFTER:
+            languages.add(low)
+        if low in _MONTHS or low in _DATES:
+            dates.add(_MONTHS.get(low) or _DATES[low])
+        elif word in _CASED_MONTHS and i not in starts:
+            dates.add(_CASED_MONTHS[word])
+        if low in _NOT_ENTITIES or not word[0].isalpha():
+            continue
+        if (len(word) >= 2 and word.isupper()) or any(ch.isupper() for ch in word[1:]) or (
+            word[0].isupper() and i not in starts and not title_case
+        ):
+            entities.add(_fold(_stem(word)))
+    return Features(
+        numbers=frozenset(numbers),
+        units=frozenset(units),
+        languages=frozenset(languages),
+        dates=frozenset(dates),
+        negated=negations % 2 == 1,
+        entities=frozenset(entities),
+        words=frozenset(_fold(_stem(w)) for w in lower) | _initials(words) | frozenset(_CJK.findall(text)),
+        compact=_fold(re.sub(r"[\W_]+", "", text)),
+        length=len(words) + len(_CJK.findall(text)),
+    )
+
+
+def _negator_in_name_only(low: str, prev: str, nxt: str, text: str, token: re.Match[str]) -> bool:
+    """"no longer", "No, ...", "no." (number), "... or not?", "why not": not a negated question."""
+    if low == "no":
+        return nxt in _NO_IS_NOT_NEGATION_BEFORE or text[token.end():token.end() + 1] in (",", ".")
+    return low == "not" and prev in ("or", "why")
+
+
+def _initials(words: list[str]) -> frozenset[str]:
+    out: set[str] = set()
+    run: list[str] = []
+    for word in [*words, ""]:
+        if word[:1].isalpha() and word[0].isupper():
+            run.append(word)
+            continue
+        if len(run) >= 2:
+            out.add("".join(w[0] for w in run).lower())
+        run = []
+    return frozenset(out)
+
+
+def _cjk_numbers(text: str) -> set[str]:
+    for word in _CJK_NUMERAL_WORDS:
+        text = text.replace(word, " ")
+    return {n for n in _CJK_NUMERAL.findall(text) if n != "一"}
+
+
+def _cjk_negations(text: str) -> int:
+    text = _CJK_A_NOT_A.sub(" ", text)
+    for word in _CJK_NOT_NEGATIONS:
+        text = text.replace(word, " ")
+    return sum(text.count(w) for w in _CJK_NEGATORS)
+
+
+def _missing_languages(a: Features, b: Features) -> bool:
+    """A language of a that b does not name ("numpy-like" and "Pythonic" do name one)."""
+    return any(len(lang) < 4 or lang not in b.compact for lang in a.languages - b.languages)
+
+
+def _missing_entities(a: Features, b: Features) -> int:
+    """How many of a's names b does not mention (in any case, or as initials, or run together)."""
+    missing = 0
+    for name in a.entities:
+        if name in b.words or (len(name) >= 3 and re.sub(r"[\W_]+", "", name) in b.compact):
+            continue
+        missing += 1
+    return missing
+
+
+def _overlap(a: Features, b: Features) -> float:
+    """Jaccard overlap of the two texts' words, negators aside."""
+    x = {w for w in a.words if w not in _NEGATIONS and not w.endswith("n't")}
+    y = {w for w in b.words if w not in _NEGATIONS and not w.endswith("n't")}
+    return len(x & y) / max(1, len(x | y))
 
 
 def guard_veto(query: str, candidate: str) -> str | None:
     """Why a candidate must not answer query (None: no objection)."""
     a, b = features(query), features(candidate)
-    if a.numbers != b.numbers:
+    if a.numbers and b.numbers and a.numbers != b.numbers:
         return "numbers differ"
-    if a.languages != b.languages:
+    if a.units and b.units and a.units != b.units:
+        return "units differ"
+    if _missing_languages(a, b) or _missing_languages(b, a):
         return "languages differ"
-    if a.negated != b.negated:
+    if a.dates and b.dates and a.dates != b.dates:
+        return "dates differ"
+    if a.negated != b.negated and max(a.length, b.length) <= _NEGATION_MAX_WORDS and (
+        _overlap(a, b) >= _NEGATION_MIN_OVERLAP
+    ):
         return "negation differs"
+    if _missing_entities(a, b) and _missing_entities(b, a) and _overlap(a, b) >= _ENTITY_MIN_OVERLAP:
+        return "named entities differ"
     return None
 
 

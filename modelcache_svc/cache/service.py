@@ -23,7 +23,8 @@ from ..config import Settings
 from ..embedding.pool import EmbedderPool
 from ..errors import CacheError, InvalidArgument, ResourceExhausted, Unavailable
 from ..metrics import Metrics
-from ..stores.base import ScalarStore, VectorStore
+from ..stores.base import ScalarStore, VectorHit, VectorStore
+from .exact_cache import ExactCache
 from .keys import ChatKey, chat_key, check_answer, check_entry_ids, check_metadata, check_model_name, check_tenant_name
 from .matching import guard_veto, resolve_threshold
 from .querylog import QueryLog, QueryLogRow
@@ -34,6 +35,10 @@ from .types import EntryRow, MatchKind, Message, NewEntry, QueryResult, Scope, T
 log = logging.getLogger("modelcache_svc.cache")
 T = TypeVar("T")
 MAX_TTL_SECONDS = 10 * 365 * 24 * 3600
+# The exact-hit LRU's bound on changes made behind this process's back. Used only over Milvus Lite: its
+# file is locked to one process, so every Remove/Clear/Insert of the data it serves goes through this
+# one and invalidates at once; replicas over a Milvus server promise "seen at once" and go without it.
+EXACT_CACHE_TTL_S = 10.0
 
 
 class CacheCore:
@@ -56,6 +61,10 @@ class CacheCore:
         self._pool = ThreadPoolExecutor(max_workers=settings.store_threads, thread_name_prefix="store")
         self.tenants = TenantRegistry(scalar, self._run, settings.admin_key, clock)
         self._hits: list[tuple[str, float]] = []
+        # Only when both stores are this process's own: a shared scalar store means other
+        # replicas may change what the cache holds.
+        local = getattr(vector, "is_lite", False) and settings.resolved_scalar_uri.startswith("sqlite:")
+        self.exact_cache = ExactCache(settings.exact_cache_size, EXACT_CACHE_TTL_S if local else 0.0)
         self._capacity_locks: dict[str, asyncio.Lock] = {}
         self._inflight: dict[str, int] = {}
         # Drivers time out on their own (store_timeout_s); this catches what they miss.
@@ -213,7 +222,13 @@ class CacheCore:
         self.metrics.stage("validate", time.perf_counter() - start)
         now = self._clock()
         with self.metrics.timed("exact_lookup"):
-            row = await self._run(self.scalar.get_by_exact_key, scope.tenant, scope.model, key.exact_key, now)
+            cache_key = (scope.tenant, scope.model, key.exact_key)
+            row = self.exact_cache.get(cache_key, now) if self.exact_cache.enabled else None
+            if row is None:
+                generation = self.exact_cache.generation
+                row = await self._run(self.scalar.get_by_exact_key, scope.tenant, scope.model, key.exact_key, now)
+                if row is not None:
+                    self.exact_cache.put(cache_key, row, generation)
         if row is not None:
             self._hits.append((row.id, now))
             return QueryResult(True, MatchKind.EXACT, row.answer, row.id, 1.0, row.question)
@@ -225,16 +240,10 @@ class CacheCore:
     ) -> QueryResult:
         with self.metrics.timed("embed"):
             vector = await embedder.embed(key.question)
-        with self.metrics.timed("vector_search"):
-            # The collection of the tenant's model: vectors of two models are never compared.
-            hits = await self._run(
-                self.vector.search, embedder.model_id, scope.tenant, scope.model, key.context_hash, vector, top_k
-            )
-        candidates = [h for h in hits if h.similarity >= threshold]
-        if not candidates:
-            return QueryResult.miss()
-        with self.metrics.timed("scalar_read"):
-            rows = await self._run(self.scalar.get_entries, [h.id for h in candidates], now)
+        # Search and read in one trip to the pool (each stage still timed on its own).
+        candidates, rows = await self._run(
+            self._search_and_read, embedder.model_id, scope, key.context_hash, vector, top_k, threshold, now
+        )
         for hit in candidates:
             row = rows.get(hit.id)
             # A vector without a live row of this very scope and context is never served.
@@ -250,6 +259,20 @@ class CacheCore:
             self._hits.append((row.id, now))
             return QueryResult(True, MatchKind.SEMANTIC, row.answer, row.id, min(hit.similarity, 1.0), row.question)
         return QueryResult.miss()
+
+    def _search_and_read(
+        self, embed_model: str, scope: Scope, context_hash: str, vector: Any, top_k: int, threshold: float,
+        now: float,
+    ) -> tuple[list[VectorHit], dict[str, EntryRow]]:
+        """On a pool thread: the candidates above the threshold and their live rows."""
+        with self.metrics.timed("vector_search"):
+            # The collection of the tenant's model: vectors of two models are never compared.
+            hits = self.vector.search(embed_model, scope.tenant, scope.model, context_hash, vector, top_k)
+        candidates = [h for h in hits if h.similarity >= threshold]
+        if not candidates:
+            return [], {}
+        with self.metrics.timed("scalar_read"):
+            return candidates, self.scalar.get_entries([h.id for h in candidates], now)
 
     # -- insert ------------------------------------------------------------------------
     @contextmanager
@@ -318,6 +341,7 @@ class CacheCore:
         # Scalar row first, then the vector: a vector without a row is never served.
         results = await self._run(self.scalar.upsert_entries, rows)
         ids = [entry_id for entry_id, _ in results]
+        self.exact_cache.forget_keys((scope.tenant, scope.model, k.exact_key) for k in keys)  # new answers
         try:
             await self._run(
                 self.vector.insert,
@@ -331,6 +355,7 @@ class CacheCore:
             created = [entry_id for entry_id, was_created in results if was_created]
             try:
                 await self._run(self.scalar.delete_ids, created)
+                self.exact_cache.forget_ids(created)
             except Exception:
                 log.warning("insert: vector write failed and rows %s stay for the repair pass", created)
             raise
@@ -362,6 +387,7 @@ class CacheCore:
         if not victims:
             return
         await self._run(self.scalar.delete_ids, [v[0] for v in victims])
+        self.exact_cache.forget_ids(v[0] for v in victims)
         by_model: dict[str, list[str]] = {}
         for entry_id, model in victims:
             by_model.setdefault(model, []).append(entry_id)
@@ -375,6 +401,7 @@ class CacheCore:
         if not checked:
             return 0
         deleted = await self._run(self.scalar.delete_entries, scope.tenant, scope.model, checked)
+        self.exact_cache.forget_ids(deleted)
         if deleted:
             await self._run(self.vector.delete, scope.tenant, scope.model, deleted)
         return len(deleted)
@@ -384,6 +411,7 @@ class CacheCore:
         if model:
             check_model_name(model)
         removed = await self._run(self.scalar.clear, tenant, model or None)
+        self.exact_cache.forget_scope(tenant, model or None)
         await self._run(self.vector.clear, tenant, model or None)
         return int(removed)
 
@@ -450,6 +478,7 @@ class CacheCore:
         principal.check_admin()
         await self.embedders.get(config.embedding_model)
         tenant = await self.tenants.update(name, config)
+        self.exact_cache.forget_scope(name)
         if tenant.config.max_entries:
             await self._enforce_capacity(tenant)
         count = await self._run(self.scalar.count_entries, name, None)
@@ -459,6 +488,7 @@ class CacheCore:
         principal.check_admin()
         await self.tenants.get(name)
         removed = await self._run(self.scalar.clear, name, None)
+        self.exact_cache.forget_scope(name)
         await self._run(self.vector.clear, name, None)
         await self.tenants.delete(name)
         return int(removed)

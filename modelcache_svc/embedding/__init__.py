@@ -4,13 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import Embedder, resolve_model
+from .base import Embedder, is_use_spec, resolve_model
 from .batcher import EmbeddingBatcher
 
 
 def load_embedder(backend: str, model: str, *, threads: int = 0, cache_dir: Path | None = None) -> Embedder:
-    """backend: onnx (fp32, identical vectors to torch), onnx-int8, torch or text2vec."""
+    """backend: onnx (fp32, identical vectors to torch), onnx-int8, torch or text2vec.
+
+    A ``use:`` spec (USE multilingual, pure numpy) brings its own runtime and ignores backend.
+    """
     model_id, source = resolve_model(model)
+    if is_use_spec(model):
+        from .use_backend import UseEmbedder
+
+        return UseEmbedder(model, threads=threads)
     if backend in ("onnx", "onnx-int8"):
         from .onnx_backend import OnnxEmbedder
 

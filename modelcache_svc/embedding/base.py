@@ -10,6 +10,7 @@ import numpy as np
 from ..errors import InvalidArgument
 
 PACKAGED_PREFIX = "packaged:"
+USE_PREFIX = "use:"
 
 
 class Embedder(Protocol):
@@ -33,7 +34,12 @@ def resolve_model(name: str) -> tuple[str, Path | str]:
     package ships; an existing folder is used as it is; anything else is
     passed to the backend as a hub name (which only works with a warm hub
     cache, since HF_HUB_OFFLINE is set in this service's environments).
+    ``use:multilingual-v3`` is Google's USE multilingual in numpy (use_backend.py).
     """
+    if is_use_spec(name):
+        from .use_backend import use_model_id
+
+        return use_model_id(name), name
     if name.startswith(PACKAGED_PREFIX):
         packaged = name[len(PACKAGED_PREFIX):]
         if packaged != "all-MiniLM-L6-v2":
@@ -48,6 +54,11 @@ def resolve_model(name: str) -> tuple[str, Path | str]:
         # Known by the name it was given (a symlink or copy is another model id).
         return path.absolute().name, path.resolve()
     return name, name
+
+
+def is_use_spec(name: str) -> bool:
+    """A model spec the numpy USE backend serves (no folder, no hub)."""
+    return name.startswith(USE_PREFIX)
 
 
 def normalise_rows(vectors: np.ndarray) -> np.ndarray:

@@ -3,6 +3,13 @@ this CPU, with identical vectors (fp32). The model is exported from its
 transformers folder once, on first use, into a cache folder; int8 dynamic
 quantisation is optional and gets its own model id, since its vectors differ
 slightly (cosine 0.98-0.99) and one collection never mixes two models.
+
+At run time neither torch nor transformers is imported: the folder's
+``tokenizer.json`` runs in the ``tokenizers`` library directly (transformers'
+AutoTokenizer imports torch: about 230 MB of RSS and 4 s of start-up). That
+path is used only once it was checked to give the very ids transformers gives
+on a set of probes (checked once per model folder, the verdict kept beside the
+exported model); otherwise transformers' tokenizer is used as before.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import json
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -19,6 +27,18 @@ from .base import normalise_rows
 
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 EXPORT_VERSION = 1
+TOKENIZER_CHECK_VERSION = 1
+# Probes for the tokenizer check: case, accents, CJK, emoji, code, whitespace, and a text past the length limit.
+_PROBES = (
+    "What's the capital of Vietnam?",
+    "  Résumé: naïve café façade, ÅNGSTRÖM über straße  ",
+    "如何在 Python 中反转列表？ 北京的天气怎么样",
+    "Emoji 🙂👍🏽 and symbols ©®™ ½ ∑ → ≠",
+    "def f(x):\n    return x ** 2  # squares\tTAB",
+    "find numbers divisible by 13 in Java, C++ and C#; 3.14159, 1e-9, 0x1F",
+    "word " * 400,
+    "",
+)
 # torch's exporter keeps global state: one export at a time in a process.
 _EXPORT_LOCK = threading.Lock()
 
@@ -94,7 +114,6 @@ class OnnxEmbedder:
         threads: int = 0,
     ) -> None:
         import onnxruntime as ort
-        from transformers import AutoTokenizer
 
         source = Path(source)
         if not source.is_dir():
@@ -112,9 +131,13 @@ class OnnxEmbedder:
         if threads > 0:
             options.intra_op_num_threads = threads
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Idle intra-op threads sleep instead of spinning: on a 2-core host a spinning thread takes the CPU
+        # the gRPC server and the stores need between two batches.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self._tokenizer = AutoTokenizer.from_pretrained(str(source))
-        self._max_len = min(max_seq_length, int(getattr(self._tokenizer, "model_max_length", max_seq_length) or max_seq_length))
+        self._max_len = min(max_seq_length, _model_max_length(source, max_seq_length))
+        self._fast = _checked_fast_tokenizer(source, folder, self._max_len)
+        self._tokenizer = None if self._fast is not None else _auto_tokenizer(source)
         self._model_id = f"{model_id}#int8" if int8 else model_id
         self._dim = int(self._session.get_outputs()[0].shape[-1] or 0) or self._probe_dim()
         self._lock = threading.Lock()
@@ -131,10 +154,107 @@ class OnnxEmbedder:
         return self._dim
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        with self._lock:
-            batch = self._tokenizer(texts, padding=True, truncation=True, max_length=self._max_len, return_tensors="np")
-        feed = {name: np.asarray(batch[name], dtype=np.int64) for name in _INPUTS if name in batch}
+        if self._fast is not None:
+            feed = _fast_feed(self._fast, texts)
+        else:
+            with self._lock:
+                batch = self._tokenizer(
+                    texts, padding=True, truncation=True, max_length=self._max_len, return_tensors="np"
+                )
+            feed = {name: np.asarray(batch[name], dtype=np.int64) for name in _INPUTS if name in batch}
         if "token_type_ids" not in feed:
             feed["token_type_ids"] = np.zeros_like(feed["input_ids"])
         (vectors,) = self._session.run(["embedding"], feed)
         return normalise_rows(vectors)
+
+
+# -- tokenizers ------------------------------------------------------------------------------
+def _auto_tokenizer(source: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(source))
+
+
+def _model_max_length(source: Path, default: int) -> int:
+    """The tokenizer's model_max_length, as transformers reads it from tokenizer_config.json."""
+    try:
+        config = json.loads((source / "tokenizer_config.json").read_text(encoding="utf-8"))
+        return int(config.get("model_max_length") or default)
+    except (OSError, ValueError, TypeError, OverflowError):
+        return _auto_tokenizer_max_length(source, default)
+
+
+def _auto_tokenizer_max_length(source: Path, default: int) -> int:
+    return int(getattr(_auto_tokenizer(source), "model_max_length", default) or default)
+
+
+def _fast_tokenizer(source: Path, max_len: int) -> Any:
+    """The folder's tokenizer.json in the tokenizers library, set up as transformers calls it here:
+    truncation at max_len (longest first), padding to the longest text of the batch."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(source / "tokenizer.json"))
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    tokenizer.enable_truncation(max_length=max_len)
+    pad_token = "[PAD]"
+    try:
+        config = json.loads((source / "tokenizer_config.json").read_text(encoding="utf-8"))
+        pad = config.get("pad_token")
+        pad_token = pad.get("content", pad_token) if isinstance(pad, dict) else (pad or pad_token)
+    except (OSError, ValueError):
+        pass
+    pad_id = tokenizer.token_to_id(pad_token)
+    if pad_id is None:
+        raise ValueError(f"no pad token {pad_token!r} in tokenizer.json")
+    tokenizer.enable_padding(pad_id=pad_id, pad_token=pad_token)
+    return tokenizer
+
+
+def _fast_feed(tokenizer: Any, texts: list[str]) -> dict[str, np.ndarray]:
+    encodings = tokenizer.encode_batch(texts)
+    return {
+        "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+        "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+        "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
+    }
+
+
+def _checked_fast_tokenizer(source: Path, folder: Path, max_len: int) -> Any:
+    """The fast path when it gives transformers' very ids on the probes; None otherwise.
+
+    The verdict is kept in the export folder (keyed by the folder's fingerprint and max_len), so
+    transformers is imported for the check once per model, not on every start."""
+    if not (source / "tokenizer.json").is_file():
+        return None
+    record = folder / "tokenizer_check.json"
+    key = {"version": TOKENIZER_CHECK_VERSION, "fingerprint": _fingerprint(source), "max_len": max_len}
+    try:
+        fast = _fast_tokenizer(source, max_len)
+    except Exception:
+        return None
+    try:
+        kept = json.loads(record.read_text(encoding="utf-8"))
+        if {k: kept.get(k) for k in key} == key:
+            return fast if kept.get("same_ids") else None
+    except (OSError, ValueError):
+        pass
+    same = _same_ids(fast, _auto_tokenizer(source), max_len)
+    partial = record.with_suffix(f".{os.getpid()}.tmp")
+    partial.write_text(json.dumps({**key, "same_ids": same}))
+    os.replace(partial, record)
+    return fast if same else None
+
+
+def _same_ids(fast: Any, slow: Any, max_len: int) -> bool:
+    probes = list(_PROBES)
+    batches = [probes, probes[:1], probes[1:3], probes[6:]]
+    for batch in batches:
+        want = slow(batch, padding=True, truncation=True, max_length=max_len, return_tensors="np")
+        got = _fast_feed(fast, batch)
+        for name in _INPUTS:
+            if name not in want:
+                continue
+            if got[name].shape != want[name].shape or not np.array_equal(got[name], np.asarray(want[name])):
+                return False
+    return True

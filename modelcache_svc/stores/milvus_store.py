@@ -21,13 +21,32 @@ Server mode, for several replicas over one Milvus:
   miss or an exact hit; it is never wrong, since the scalar row decides.
 - Two replicas starting together may both create a collection: the loser of
   that race finds it and loads it instead of failing.
+
+Lite mode, for speed (Milvus Lite 3.2.2 is pure Python: a search assembles
+every row of the searched partition in Python, tens to hundreds of ms at 10k
+rows): Milvus Lite stays the store of record, written first, but reads
+(search, existing_ids, ids of a scope or tenant) are answered by an exact
+in-process copy of the vectors (``memory_index.MemoryIndex``), loaded from
+Milvus Lite when a collection is first used and kept in step by every write
+through this class. That copy is exact because Milvus Lite is single-process:
+its data dir is locked, so every write to it goes through this process (one
+copy per file, shared by every store of this process on that file). New Lite
+collections get a FLAT index: Milvus Lite's own index is never searched, and
+building HNSW on every flush (and on close) cost seconds per 10k rows.
+Lite flushes its memtable itself only at 128 MB (about 75k rows of 384-d), in
+the writer's call: 10+ s and a 1.4 GB peak. Here a background thread flushes
+every FLUSH_ROWS written rows instead: short, off the request path, and the
+memory stays flat.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -36,8 +55,11 @@ import numpy as np
 
 from ..errors import InvalidArgument, Unavailable
 from .base import VectorHit
+from .memory_index import MemoryIndex
 
 T = TypeVar("T")
+log = logging.getLogger("modelcache_svc.milvus")
+FLUSH_ROWS = 8192
 _HEX = re.compile(r"^[0-9a-f]{1,64}$")
 _NAMESPACE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
@@ -48,6 +70,50 @@ def scope_hash(tenant: str, model: str) -> str:
 
 def tenant_hash(tenant: str) -> str:
     return hashlib.sha256(tenant.encode()).hexdigest()[:32]
+
+
+_FIELDS = ["id", "scope", "tenant", "ctx", "vector"]
+_HEXDIGITS = "0123456789abcdef"
+_PAGE_ROWS = 20_000
+# Lite: one index copy and one lock per Milvus Lite file, shared by every store of this process on it.
+_SHARED: dict[str, tuple[MemoryIndex, threading.RLock, list[int]]] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def _acquire_shared(path: str) -> tuple[MemoryIndex, threading.RLock]:
+    with _SHARED_LOCK:
+        entry = _SHARED.get(path)
+        if entry is None:
+            entry = _SHARED[path] = (MemoryIndex(), threading.RLock(), [0])
+        entry[2][0] += 1
+        return entry[0], entry[1]
+
+
+def _release_shared(path: str) -> None:
+    with _SHARED_LOCK:
+        entry = _SHARED.get(path)
+        if entry is not None:
+            entry[2][0] -= 1
+            if entry[2][0] <= 0:
+                del _SHARED[path]
+
+
+def _id_ranges(rows: int) -> list[str]:
+    """Filters that split lowercase-hex ids into pages of about _PAGE_ROWS rows."""
+    digits = 0
+    while rows > _PAGE_ROWS * 16**digits and digits < 3:
+        digits += 1
+    if digits == 0:
+        return [""]
+    prefixes = [""]
+    for _ in range(digits):
+        prefixes = [p + h for p in prefixes for h in _HEXDIGITS]
+    out = []
+    for p in prefixes:
+        # The next prefix of the same length, "g" closing the top one ("f" < "g" in ASCII).
+        nxt = p[:-1] + ("g" if p[-1] == "f" else _HEXDIGITS[_HEXDIGITS.index(p[-1]) + 1])
+        out.append(f'id >= "{p}" and id < "{nxt}"')
+    return out
 
 
 def _quoted_ids(ids: Sequence[str]) -> str:
@@ -67,14 +133,21 @@ class MilvusVectorStore:
         self._lock = threading.RLock()
         self._known_collections: set[str] = set()
         self._known_partitions: set[tuple[str, str]] = set()
+        self._index: MemoryIndex | None = None
+        self._path = ""
+        self._unflushed: dict[str, int] = {}  # Lite: rows written per collection since its last flush
+        self._flusher: threading.Thread | None = None
         from pymilvus import MilvusClient
 
         if self._lite:
             Path(uri).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
-            uri = str(Path(uri).expanduser().resolve())
+            uri = self._path = str(Path(uri).expanduser().resolve())
+            self._index, self._lock = _acquire_shared(self._path)
         try:
             self._client = MilvusClient(uri=uri, token=token, timeout=timeout)
         except Exception as exc:
+            if self._lite:
+                _release_shared(self._path)
             raise Unavailable(f"milvus: cannot connect to {uri}: {exc}") from exc
 
     @property
@@ -110,7 +183,7 @@ class MilvusVectorStore:
 
         def create() -> None:
             if self._client.has_collection(name):
-                self._client.load_collection(name)
+                self._load_collection(name)
                 return
             try:
                 self._create_collection(name, dim)
@@ -118,11 +191,110 @@ class MilvusVectorStore:
                 # Another replica created it between our check and our create.
                 if not self._client.has_collection(name):
                     raise
-                self._client.load_collection(name)
+                self._load_collection(name)
 
-        self._call(create)
+        if self._index is None:
+            self._call(create)
+        else:
+            with self._lock:  # one loader per file; everyone else waits for a complete copy
+                if not self._index.has(name):
+                    self._call(create)
+                    self._call(lambda: self._load_index(name, dim))
         self._known_collections.add(name)
         return name
+
+    def _load_index(self, name: str, dim: int) -> None:
+        """Lite: read every vector of a collection into the in-process index (under the lock)."""
+        assert self._index is not None
+        # Rows still in Milvus Lite's memtable cost a per-row conversion on every read: flush them first.
+        self._client.flush(name)
+        self._unflushed[name] = 0
+        staged = MemoryIndex()
+        staged.add_collection(name, dim)
+        for batch in self._read_rows(name):
+            ids = [str(r["id"]) for r in batch]
+            vectors = np.asarray([r["vector"] for r in batch], dtype=np.float32).reshape(len(batch), dim)
+            staged.load(name, ids, [str(r["scope"]) for r in batch], [str(r["tenant"]) for r in batch],
+                        [str(r["ctx"]) for r in batch], vectors)
+        self._index.adopt(name, staged)
+
+    def _flush_soon(self) -> None:
+        """Lite: flush collections with FLUSH_ROWS unflushed rows, on a background thread."""
+        with self._lock:
+            if self._flusher is not None and self._flusher.is_alive():
+                return
+            self._flusher = threading.Thread(target=self._flush_pending, name="milvus-lite-flush", daemon=True)
+            self._flusher.start()
+
+    def _flush_pending(self) -> None:
+        for collection in [c for c, n in list(self._unflushed.items()) if n >= FLUSH_ROWS]:
+            try:
+                with self._lock:
+                    self._client.flush(collection)
+                    self._unflushed[collection] = 0
+            except Exception:  # the next writes try again; Lite still flushes itself at its own limit
+                log.warning("milvus lite: background flush of %s failed", collection, exc_info=True)
+
+    def _read_rows(self, name: str) -> Iterator[list[dict[str, Any]]]:
+        """Every row of a Lite collection, in pages; through the engine in this process when it is here."""
+        collection = self._engine_collection(name)
+        if collection is not None:
+            rows = int(self._client.get_collection_stats(name).get("row_count", 0))
+            for expr in _id_ranges(rows):
+                batch = collection.query(expr=expr or None, output_fields=_FIELDS)
+                if batch:
+                    yield batch
+            return
+        iterator = self._client.query_iterator(name, batch_size=2000, filter="", output_fields=_FIELDS)
+        try:
+            while True:
+                batch = iterator.next()
+                if not batch:
+                    return
+                yield batch
+        finally:
+            iterator.close()
+
+    def _engine_collection(self, name: str) -> Any:
+        """Milvus Lite's own Collection object when its server runs in this process (pymilvus starts
+        it on a thread), so a start-up read skips a gRPC round trip per page; None otherwise."""
+        try:
+            from milvus_lite.server_manager import server_manager_instance
+
+            entry = server_manager_instance._servers.get(os.path.abspath(self._path))
+            return None if entry is None else entry[1].get_collection(name)
+        except Exception:
+            return None
+
+    def _load_collection(self, name: str) -> None:
+        """Load a collection that another replica may still be setting up.
+
+        Creating one is three calls (collection, index, load): a replica that
+        finds the collection between the first two gets "index not found" from
+        load. It waits for the creator's index, and builds the same index itself
+        if none comes (a creator that died half-way); Milvus takes an identical
+        index twice.
+        """
+        deadline = time.monotonic() + max(30.0, 6 * self._timeout)
+        attempt = 0
+        while True:
+            try:
+                self._client.load_collection(name)
+                return
+            except Exception as exc:
+                if "index not found" not in str(exc).lower() or time.monotonic() > deadline:
+                    raise
+            attempt += 1
+            time.sleep(0.5)
+            if attempt >= 4 and not self._lite:
+                try:
+                    index = self._client.prepare_index_params()
+                    index.add_index(
+                        "vector", index_type="HNSW", metric_type="COSINE", params={"M": 16, "efConstruction": 200}
+                    )
+                    self._client.create_index(name, index)
+                except Exception:
+                    pass  # the creator's index landed meanwhile, or the next load says why
 
     def _create_collection(self, name: str, dim: int) -> None:
         from pymilvus import DataType
@@ -134,7 +306,10 @@ class MilvusVectorStore:
         schema.add_field("ctx", DataType.VARCHAR, max_length=64)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
         index = self._client.prepare_index_params()
-        index.add_index("vector", index_type="HNSW", metric_type="COSINE", params={"M": 16, "efConstruction": 200})
+        if self._lite:  # never searched: the in-process index answers (see the module's note)
+            index.add_index("vector", index_type="FLAT", metric_type="COSINE")
+        else:
+            index.add_index("vector", index_type="HNSW", metric_type="COSINE", params={"M": 16, "efConstruction": 200})
         kwargs: dict[str, Any] = {}
         if not self._lite:
             kwargs["consistency_level"] = "Bounded"
@@ -181,7 +356,17 @@ class MilvusVectorStore:
         ]
         if self._lite:
             kwargs: dict[str, Any] = {"partition_name": part} if part else {}
-            self._call(lambda: self._client.upsert(collection, rows, **kwargs))
+            index = self._index
+
+            def upsert() -> None:
+                self._client.upsert(collection, rows, **kwargs)
+                if index is not None:  # in the same hold of the lock: the copy never lags a write
+                    index.upsert(collection, scope, thash, items, vectors)
+                self._unflushed[collection] = self._unflushed.get(collection, 0) + len(rows)
+
+            self._call(upsert)
+            if self._unflushed.get(collection, 0) >= FLUSH_ROWS:
+                self._flush_soon()
             return
         ids = [entry_id for entry_id, _ in items]
         _quoted_ids(ids)
@@ -206,6 +391,9 @@ class MilvusVectorStore:
         scope = scope_hash(tenant, model)
         if not _HEX.match(context_hash):
             raise InvalidArgument("bad context hash")
+        if self._index is not None:
+            return [VectorHit(id=i, similarity=min(s, 1.0)) for i, s in
+                    self._index.search(collection, scope, context_hash, vector, top_k)]
         part = self._partition(collection, scope, create=False)
         if self._lite and part is None:
             return []  # nothing was ever written to this scope
@@ -229,8 +417,14 @@ class MilvusVectorStore:
         if not ids:
             return
         expr = f'scope == "{scope_hash(tenant, model)}" and id in {_quoted_ids(ids)}'
+        scope = scope_hash(tenant, model)
         for collection in self._our_collections():
-            self._call(lambda c=collection: self._client.delete(c, filter=expr))
+            self._call(lambda c=collection: self._delete(c, expr, ids, scope=scope))
+
+    def _delete(self, collection: str, expr: str, ids: Sequence[str], scope: str | None = None) -> None:
+        self._client.delete(collection, filter=expr)
+        if self._index is not None:  # in the same hold of the lock as the write
+            self._index.delete(ids, scope=scope, collections=[collection])
 
     def delete_ids(self, ids: Sequence[str], except_model: str | None = None) -> None:
         """Delete these ids from every collection (but the one of except_model)."""
@@ -241,19 +435,33 @@ class MilvusVectorStore:
         for collection in self._our_collections():
             if keep is not None and collection.startswith(keep):
                 continue
-            self._call(lambda c=collection: self._client.delete(c, filter=expr))
+            self._call(lambda c=collection: self._delete(c, expr, ids))
 
     def clear(self, tenant: str, model: str | None) -> None:
         if model is None:
             expr = f'tenant == "{tenant_hash(tenant)}"'
         else:
             expr = f'scope == "{scope_hash(tenant, model)}"'
+        index = self._index
+
+        def delete(collection: str) -> None:
+            self._client.delete(collection, filter=expr)
+            if index is not None:
+                if model is None:
+                    index.clear(tenant=tenant_hash(tenant), collections=[collection])
+                else:
+                    index.clear(scope=scope_hash(tenant, model), collections=[collection])
+
         for collection in self._our_collections():
-            self._call(lambda c=collection: self._client.delete(c, filter=expr))
+            self._call(lambda c=collection: delete(c))
 
     def ids_of_scope(self, embed_model: str, tenant: str, model: str) -> list[str]:
         names = [n for n in self._our_collections() if n.startswith(self.collection_name(embed_model, 0)[:-1])]
         scope = scope_hash(tenant, model)
+        if self._index is not None:
+            for name in names:
+                self.ensure_collection(embed_model, int(name.rsplit("_", 1)[1]))
+            return [i for name in names for i in self._index.ids(name, scope=scope)]
         out: list[str] = []
         for collection in names:
             rows = self._call(
@@ -268,6 +476,8 @@ class MilvusVectorStore:
             return set()
         collection = self.ensure_collection(embed_model, dim)
         expr = f"id in {_quoted_ids(ids)}"
+        if self._index is not None:
+            return self._index.existing(collection, ids)
         rows = self._call(lambda: self._client.query(collection, filter=expr, output_fields=["id"], limit=len(ids)))
         return {str(r["id"]) for r in rows}
 
@@ -275,6 +485,11 @@ class MilvusVectorStore:
         """Every entry id with a vector of a tenant, in batches (repair's view of the vector side)."""
         collection = self.ensure_collection(embed_model, dim)
         expr = f'tenant == "{tenant_hash(tenant)}"'
+        if self._index is not None:
+            ids = self._index.ids(collection, tenant=tenant_hash(tenant))
+            for start in range(0, len(ids), batch):
+                yield ids[start:start + batch]
+            return
         iterator = self._call(
             lambda: self._client.query_iterator(collection, batch_size=batch, filter=expr, output_fields=["id"])
         )
@@ -296,3 +511,6 @@ class MilvusVectorStore:
                 self._client.close()
         except Exception:
             pass
+        if self._index is not None:
+            self._index = None
+            _release_shared(self._path)

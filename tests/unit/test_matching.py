@@ -2,24 +2,37 @@ from __future__ import annotations
 
 import pytest
 
-from modelcache_svc.cache.matching import guard_veto, resolve_threshold
+from modelcache_svc.cache.matching import features, guard_veto, resolve_threshold
 from modelcache_svc.errors import InvalidArgument
 
 
 @pytest.mark.parametrize(
-    ("a", "b"),
+    ("a", "b", "reason"),
     [
-        ("find numbers divisible by 13 in Python", "find numbers divisible by 13 in Java"),
-        ("find numbers divisible by 13 in Python", "find numbers divisible by 17 in Python"),
-        ("How do I write a loop in C?", "How do I write a loop in Go?"),
-        ("Is it safe to eat raw eggs?", "Is it not safe to eat raw eggs?"),
-        ("What happened in 1998?", "What happened in 1999?"),
-        ("Give me three examples", "Give me five examples"),
-        ("为什么天空是蓝色的", "为什么天空不是蓝色的"),
+        ("find numbers divisible by 13 in Python", "find numbers divisible by 13 in Java", "languages"),
+        ("find numbers divisible by 13 in Python", "find numbers divisible by 17 in Python", "numbers"),
+        ("How do I write a loop in C?", "How do I write a loop in Go?", "languages"),
+        ("Is it safe to eat raw eggs?", "Is it not safe to eat raw eggs?", "negation"),
+        ("Why should I join IBM?", "Why shouldn't I join IBM?", "negation"),
+        ("What happened in 1998?", "What happened in 1999?", "numbers"),
+        ("Give me three examples", "Give me five examples", "numbers"),
+        ("How should a 22-year-old invest his money?", "How should a 26-year-old invest his money?", "numbers"),
+        ("How far is 10 km?", "How far is 10 miles?", "units"),
+        ("Can I earn $500 a week?", "Can I earn ₹500 a week?", "units"),
+        ("What is on TV on Monday?", "What is on TV on Friday?", "dates"),
+        ("Which state in Brazil speaks pure Hindi?", "Which state in Peru speaks pure Hindi?", "entities"),
+        ("Where is the Maruti Suzuki showroom in Agra?", "Where is the Maruti Suzuki showroom in Hyderabad?",
+         "entities"),
+        ("How do I use a Vanilla Mastercard gift card online?", "How do I use a Vanilla Visa gift card online?",
+         "entities"),
+        ("为什么天空是蓝色的", "为什么天空不是蓝色的", "negation"),
+        ("三个人玩什么游戏", "五个人玩什么游戏", "numbers"),
     ],
 )
-def test_guard_vetoes_questions_that_differ_in_what_changes_the_answer(a: str, b: str) -> None:
-    assert guard_veto(a, b) is not None
+def test_guard_vetoes_questions_that_differ_in_what_changes_the_answer(a: str, b: str, reason: str) -> None:
+    veto = guard_veto(a, b)
+    assert veto is not None and veto.startswith(reason) or veto == f"named {reason} differ", veto
+    assert guard_veto(b, a) is not None  # symmetric: the cached side may be either
 
 
 @pytest.mark.parametrize(
@@ -29,10 +42,40 @@ def test_guard_vetoes_questions_that_differ_in_what_changes_the_answer(a: str, b
         ("What's the capital of Vietnam", "capital city of Vietnam?"),
         ("find numbers divisible by 13 in Python", "In Python, find the numbers divisible by 13"),
         ("Can't connect to MySQL", "I cannot connect to mysql"),
+        # A question without numbers is a more general one, not a different one.
+        ("What are your favorite poems?", "What are your 5 favorite poems?"),
+        # Vague quantities, enumerators and adverbs are not numbers.
+        ("AudioFolder loads datasets with thousands of files.", "AudioFolder loads datasets with several thousand files."),
+        ("It works in two steps: 1) download, 2) prepare.", "It is a two-step process: download, then prepare."),
+        ("When did you first realize you've grown up?", "When did you realize that you've grown up?"),
+        # Asking "or not" does not negate; "No," opens an answer.
+        ("Should I break up with my girlfriend?", "Should I break up with my girlfriend or not?"),
+        ("No, it doesn't exist in version 2.10.0.", "It does not exist in version 2.10.0."),
+        # One side adding a name is an elaboration; initials, accents and spacing are the same name.
+        ("What actually happens in Osho Pune?", "What happens inside Osho Ashram Pune exactly?"),
+        ("A table loaded into the user's Random Access Memory.", "A table loaded into the user's RAM."),
+        ("He signed with Turkish Süper Lig side Sivasspor.", "He signed with Sivasspor of the Turkish Super Lig."),
+        ("What is the difference between Java and JavaScript?", "What's the difference between Java and Java script?"),
+        # "R" and "Go" as ordinary words, "numpy-like" naming numpy.
+        ("Go to the settings page and click Save", "Go to settings and click Save"),
+        ("To get JAX arrays (similar to numpy), set the format.", "To get JAX arrays (numpy-like), set the format."),
+        # Chinese: A-not-A asks, 非常 means "very", 一下 / 一些 are not numbers.
+        ("这个是不是真的", "这个是真的吗"),
+        ("这部电影非常好看", "这部电影很好看"),
+        ("帮我看一下这道题", "帮我看看这道题"),
     ],
 )
 def test_guard_lets_paraphrases_through(a: str, b: str) -> None:
     assert guard_veto(a, b) is None
+    assert guard_veto(b, a) is None
+
+
+def test_features_read_code_languages_only_in_a_code_context() -> None:
+    assert features("How do I write a loop in C?").languages == {"c"}
+    assert features("Which is the best book for c programming?").languages == {"c"}
+    assert features("What is vitamin C good for?").languages == frozenset()
+    assert features("Why does magnesium oxide react with water?").languages == frozenset()
+    assert features("How do I set state in React?").languages == {"react"}
 
 
 def test_threshold_precedence() -> None:
