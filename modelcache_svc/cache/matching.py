@@ -155,11 +155,12 @@ def _stem(word: str) -> str:
 
 
 def _sentence_starts(text: str, tokens: list[re.Match[str]]) -> set[int]:
-    """Indexes of tokens that open a sentence (capitalised for grammar)."""
-    starts = set()
-    for i, m in enumerate(tokens):
-        before = text[: m.start()].rstrip(" \t\"'“‘([{*-")
-        if not before or before[-1] in ".?!:;\n":
+    """Indexes of tokens that open a sentence (capitalised for grammar): the first, and those after . ? ! : ;
+    or a line break. Only the gap since the previous token is read, so long texts stay linear."""
+    starts = {0} if tokens else set()
+    for i in range(1, len(tokens)):
+        gap = text[tokens[i - 1].end():tokens[i].start()].rstrip(" \t\"'“‘([{*-")
+        if gap and gap[-1] in ".?!:;\n":
             starts.add(i)
     return starts
 

@@ -59,7 +59,7 @@ from .memory_index import MemoryIndex
 
 T = TypeVar("T")
 log = logging.getLogger("modelcache_svc.milvus")
-FLUSH_ROWS = 8192
+FLUSH_ROWS = 16_384
 _HEX = re.compile(r"^[0-9a-f]{1,64}$")
 _NAMESPACE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 

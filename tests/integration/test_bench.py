@@ -20,7 +20,8 @@ def _run(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, Any]:
 
 
 def test_bench_reports_every_kind_insert_rss_and_batches(capsys: pytest.CaptureFixture[str]) -> None:
-    r = _run(capsys, "--entries", "48", "--clients", "1,3", "--duration", "0.6", "--warmup", "0.2")
+    r = _run(capsys, "--entries", "48", "--clients", "1,3", "--duration", "0.6", "--warmup", "0.2",
+             "--rates", "exact:200,semantic:20")
 
     assert r["config"]["entries"] == 48 and r["config"]["clients"] == [1, 3]
     assert r["insert"]["entries"] == 48 and r["insert"]["batch"] == 32 and r["insert"]["entries_per_s"] > 0
@@ -44,6 +45,13 @@ def test_bench_reports_every_kind_insert_rss_and_batches(capsys: pytest.CaptureF
     names = {t["name"] for t in r["targets"]}
     assert any(n.startswith("semantic p50 ms") for n in names) and any(n.startswith("insert") for n in names)
     assert "ratios" not in r  # no --gptcache
+    # Open loop at a given rate, beside the closed-loop maximum.
+    for kind, rate in (("exact", "200"), ("semantic", "20")):
+        paced = r["query"][kind][f"3@{rate}/s"]
+        assert paced["mode"] == f"open loop at {rate}/s" and paced["calls"] > 0
+        assert set(paced["from_schedule"]) == {"p50_ms", "p90_ms", "p99_ms"}
+    assert r["query"]["exact"]["3"]["mode"] == "closed loop"
+    assert "3@200/s" in next(t["name"] for t in r["targets"] if t["name"].startswith("exact p50"))
 
 
 def test_bench_text_report_and_argument_errors(capsys: pytest.CaptureFixture[str]) -> None:
@@ -53,6 +61,7 @@ def test_bench_text_report_and_argument_errors(capsys: pytest.CaptureFixture[str
     assert "exact" in out and "p50 ms" in out and "server RSS" in out and "targets (issue #6)" in out
     assert cli.main(["bench", "--kinds", "fuzzy"]) == cli.EXIT_USAGE
     assert cli.main(["bench", "--clients", "0"]) == cli.EXIT_USAGE
+    assert cli.main(["bench", "--rates", "exact=5"]) == cli.EXIT_USAGE
 
 
 def test_workload_is_disjoint_and_sized() -> None:
