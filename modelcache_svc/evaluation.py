@@ -348,7 +348,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--api-key", default=None, help="admin key of --target (default $MODELCACHE_API_KEY)")
     p.add_argument("--tenant", default=None, help="tenant whose threshold and model are evaluated (default: default)")
     p.add_argument("--embedding-model", default=None,
-                   help="evaluate this model (e.g. use:multilingual-v3) in a temporary tenant configured with it")
+                   help="evaluate this model (e.g. use:multilingual-v3) in a temporary tenant configured with it "
+                   "(instead of --tenant)")
     p.add_argument("--no-guard", action="store_true", help="in-process only: the plain embedding, no precision guard")
     p.add_argument("--sweep", default="0.50:0.99:0.01", help="thresholds low:high:step (default 0.50:0.99:0.01)")
     p.add_argument("--top-k", type=int, default=0, help="candidates per query (default: the server's)")
@@ -369,6 +370,8 @@ def run(args: argparse.Namespace, environ: dict[str, str], *, embedder: Any = No
         raise errors.InvalidArgument("--write-tenant needs --target-precision and --target (a server to write to)")
     if args.target_precision is not None and not 0 < args.target_precision <= 1:
         raise errors.InvalidArgument("--target-precision must be in (0, 1]")
+    if args.limit is not None and args.limit < 1:
+        raise errors.InvalidArgument("--limit must be at least 1")
     if args.no_guard and args.target:
         raise errors.InvalidArgument("--no-guard applies to the in-process server; a --target has its own setting")
     sweep = grid(args.sweep)

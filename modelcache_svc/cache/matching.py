@@ -136,7 +136,8 @@ class Features:
     dates: frozenset[str]
     negated: bool
     entities: frozenset[str]
-    words: frozenset[str]  # folded stems, initials of capitalised runs ("Random Access Memory" -> "ram"), CJK characters
+    # Folded stems, initials of capitalised runs ("Random Access Memory" -> "ram"), CJK characters.
+    words: frozenset[str]
     compact: str  # folded text without separators: "Java script" still contains "javascript"
     length: int  # words and CJK characters
 

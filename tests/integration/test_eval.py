@@ -50,7 +50,9 @@ def test_multi_turn_follow_ups_hit_only_after_the_same_history(
 
 
 @pytest.mark.skipif(not MOCK.exists(), reason="shared/eval is not beside this checkout")
-def test_a_slice_of_the_gptcache_benchmark_in_both_modes(capsys: pytest.CaptureFixture[str], embedder: Embedder) -> None:
+def test_a_slice_of_the_gptcache_benchmark_in_both_modes(
+    capsys: pytest.CaptureFixture[str], embedder: Embedder
+) -> None:
     cache, = _eval(capsys, embedder, "--dataset", str(MOCK), "--limit", "80", "--target-precision", "0.95")
     assert cache["rows"] == 80 and cache["positives"] == 80
     point = cache["configured"]

@@ -41,7 +41,11 @@ def test_rows_sharing_an_a_share_its_entry_and_both_can_be_right() -> None:
 
 
 def test_no_hits_has_precision_zero_so_calibration_never_picks_it() -> None:
-    points = [Point(0.5, 5, 5, 0, 0.5, 1.0, 0.67), Point(0.9, 4, 0, 6, 1.0, 0.8, 0.89), Point(0.99, 0, 0, 10, 0.0, 0.0, 0.0)]
+    points = [
+        Point(0.5, 5, 5, 0, 0.5, 1.0, 0.67),
+        Point(0.9, 4, 0, 6, 1.0, 0.8, 0.89),
+        Point(0.99, 0, 0, 10, 0.0, 0.0, 0.0),
+    ]
     assert calibrate(points, 0.95) == points[1]
     assert calibrate(points, 0.4) == points[0]
     assert calibrate([points[2]], 0.1) is None

@@ -45,7 +45,8 @@ def test_guard_vetoes_questions_that_differ_in_what_changes_the_answer(a: str, b
         # A question without numbers is a more general one, not a different one.
         ("What are your favorite poems?", "What are your 5 favorite poems?"),
         # Vague quantities, enumerators and adverbs are not numbers.
-        ("AudioFolder loads datasets with thousands of files.", "AudioFolder loads datasets with several thousand files."),
+        ("AudioFolder loads datasets with thousands of files.",
+         "AudioFolder loads datasets with several thousand files."),
         ("It works in two steps: 1) download, 2) prepare.", "It is a two-step process: download, then prepare."),
         ("When did you first realize you've grown up?", "When did you realize that you've grown up?"),
         # Asking "or not" does not negate; "No," opens an answer.
