@@ -834,12 +834,12 @@ def text_report(r: dict[str, Any]) -> str:
                      f"{ins['entries_per_s']} entries/s; per batch p50 {ins['batch_p50_ms']} ms, "
                      f"p99 {ins['batch_p99_ms']} ms")
     lines.append("")
-    lines.append(f"{'kind':<9} {'clients':>7} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'q/s':>8}  "
+    lines.append(f"{'kind':<9} {'clients':>10} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'q/s':>8}  "
                  f"{'batch':>6}  outcomes / errors")
     for kind, by_c in r.get("query", {}).items():
         for n, p in by_c.items():
             batch = p.get("server", {}).get("embedding_batch_mean")
-            lines.append(f"{kind:<9} {n:>7} {_f(p['p50_ms'])} {_f(p['p90_ms'])} {_f(p['p99_ms'])} {p['qps']:>8.1f}  "
+            lines.append(f"{kind:<9} {n:>10} {_f(p['p50_ms'])} {_f(p['p90_ms'])} {_f(p['p99_ms'])} {p['qps']:>8.1f}  "
                          f"{'-' if batch is None else batch:>6}  {p['outcomes']} {p['errors'] or ''}")
     lines.append("")
     lines.append("mean ms per stage (server /metrics), per phase:")
