@@ -46,6 +46,7 @@ def build_core(settings: Settings, embedder: Embedder | None = None) -> CacheCor
             settings.embedding_backend,
             model,
             threads=settings.embedding_threads,
+            spin=settings.embedding_spin,
             cache_dir=Path(settings.model_cache_dir) if settings.model_cache_dir else None,
         )
 

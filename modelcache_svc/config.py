@@ -48,6 +48,7 @@ class Settings:
     embedding_max_batch: int = 32
     embedding_max_wait_ms: float = 2.0
     embedding_threads: int = 0  # 0 = torch's default
+    embedding_spin: bool = False  # onnx: intra-op threads spin between operators (faster, holds a core)
     similarity_threshold: float = DEFAULT_SIMILARITY_THRESHOLD
     precision_guard: bool = True
     top_k: int = 5

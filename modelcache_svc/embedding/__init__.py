@@ -8,7 +8,9 @@ from .base import Embedder, is_use_spec, resolve_model
 from .batcher import EmbeddingBatcher
 
 
-def load_embedder(backend: str, model: str, *, threads: int = 0, cache_dir: Path | None = None) -> Embedder:
+def load_embedder(
+    backend: str, model: str, *, threads: int = 0, cache_dir: Path | None = None, spin: bool = False
+) -> Embedder:
     """backend: onnx (fp32, identical vectors to torch), onnx-int8, torch or text2vec.
 
     A ``use:`` spec (USE multilingual, pure numpy) brings its own runtime and ignores backend.
@@ -22,7 +24,7 @@ def load_embedder(backend: str, model: str, *, threads: int = 0, cache_dir: Path
         from .onnx_backend import OnnxEmbedder
 
         cache = cache_dir or Path.home() / ".cache" / "modelcache_svc" / "onnx"
-        return OnnxEmbedder(model_id, source, cache, int8=backend == "onnx-int8", threads=threads)
+        return OnnxEmbedder(model_id, source, cache, int8=backend == "onnx-int8", threads=threads, spin=spin)
     if backend == "text2vec":
         from .torch_backend import Text2VecEmbedder
 
