@@ -32,6 +32,11 @@ class BaseClient:
         self.timeout = timeout
         self.retry = retry if retry is not None else Retry(retries, backoff, max_backoff)
         self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {api_key}"),) if api_key else ()
+        self._connect()
+
+    def _connect(self) -> None:
+        """Open the channel and its stubs (each client its own kind of channel)."""
+        raise NotImplementedError
 
     def _channel_options(self) -> list[tuple[str, Any]]:
         return [

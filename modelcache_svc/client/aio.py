@@ -17,7 +17,6 @@ from ..transport.proto import pb_grpc
 from . import _calls as calls
 from ._base import BaseClient
 from ._calls import ApiKey, Call, ChatLike, Entry, Hit, ScopeStats, TenantInfo, translate
-from .retry import Retry
 
 T = TypeVar("T")
 
@@ -26,27 +25,8 @@ class AsyncCacheClient(BaseClient):
     """Every method is a coroutine, takes ``timeout=`` (seconds, the whole call's
     deadline, retries included) and raises modelcache_svc.errors classes."""
 
-    def __init__(
-        self,
-        target: str = "127.0.0.1:50051",
-        *,
-        api_key: str | None = None,
-        timeout: float = 5.0,
-        retries: int = 2,
-        backoff: float = 0.05,
-        max_backoff: float = 1.0,
-        retry: Retry | None = None,
-    ) -> None:
-        super().__init__(
-            target,
-            api_key=api_key,
-            timeout=timeout,
-            retries=retries,
-            backoff=backoff,
-            max_backoff=max_backoff,
-            retry=retry,
-        )
-        self._channel: grpc.aio.Channel | None = None
+    def _connect(self) -> None:
+        self._channel: grpc.aio.Channel | None = None  # opened by the first call, in its event loop
         self._stubs: dict[str, Any] = {}
 
     async def __aenter__(self) -> Self:

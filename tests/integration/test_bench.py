@@ -51,7 +51,8 @@ def test_bench_reports_every_kind_insert_rss_and_batches(capsys: pytest.CaptureF
         assert paced["mode"] == f"open loop at {rate}/s" and paced["calls"] > 0
         assert set(paced["from_schedule"]) == {"p50_ms", "p90_ms", "p99_ms"}
     assert r["query"]["exact"]["3"]["mode"] == "closed loop"
-    assert "3@200/s" in next(t["name"] for t in r["targets"] if t["name"].startswith("exact p50"))
+    exact_p50 = next(t for t in r["targets"] if t["name"].startswith("exact p50"))
+    assert exact_p50["name"] == "exact p50 ms, 1 client" and exact_p50["value"] == r["query"]["exact"]["1"]["p50_ms"]
 
 
 def test_bench_text_report_and_argument_errors(capsys: pytest.CaptureFixture[str]) -> None:
