@@ -27,6 +27,21 @@ class Embedder(Protocol):
     def encode(self, texts: list[str]) -> np.ndarray: ...
 
 
+class ModelInfo:
+    """The two properties every embedder exposes, kept in ``_model_id`` and ``_dim``."""
+
+    _model_id: str
+    _dim: int
+
+    @property
+    def model_id(self) -> str:
+        return self._model_id
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+
 def resolve_model(name: str) -> tuple[str, Path | str]:
     """(model_id, folder-or-hub-name) for a configured model.
 

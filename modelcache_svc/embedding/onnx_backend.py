@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import normalise_rows
+from .base import ModelInfo, normalise_rows
 
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 EXPORT_VERSION = 1
@@ -170,7 +170,7 @@ def _fused_checked(fp32: Path, folder: Path, source: Path, feeds: list[dict[str,
     return fused if same else None
 
 
-class OnnxEmbedder:
+class OnnxEmbedder(ModelInfo):
     def __init__(
         self,
         model_id: str,
@@ -210,14 +210,6 @@ class OnnxEmbedder:
 
     def _probe_dim(self) -> int:
         return int(self.encode(["probe"]).shape[1])
-
-    @property
-    def model_id(self) -> str:
-        return self._model_id
-
-    @property
-    def dim(self) -> int:
-        return self._dim
 
     def _feed(self, texts: list[str]) -> dict[str, np.ndarray]:
         if self._fast is not None:

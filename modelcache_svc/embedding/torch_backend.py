@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import normalise_rows
+from .base import ModelInfo, normalise_rows
 
 
-class TorchEmbedder:
+class TorchEmbedder(ModelInfo):
     def __init__(self, model_id: str, source: Path | str, *, max_seq_length: int = 256, threads: int = 0) -> None:
         import torch
         from transformers import AutoModel, AutoTokenizer
@@ -29,14 +29,6 @@ class TorchEmbedder:
         # Tokenizers are not safe to share across threads mid-call.
         self._lock = threading.Lock()
 
-    @property
-    def model_id(self) -> str:
-        return self._model_id
-
-    @property
-    def dim(self) -> int:
-        return self._dim
-
     def encode(self, texts: list[str]) -> np.ndarray:
         torch = self._torch
         with self._lock, torch.inference_mode():
@@ -49,7 +41,7 @@ class TorchEmbedder:
             return normalise_rows(pooled.numpy())
 
 
-class Text2VecEmbedder:
+class Text2VecEmbedder(ModelInfo):
     def __init__(self, model_id: str, source: Path | str, *, max_seq_length: int = 256) -> None:
         from text2vec import EncoderType, SentenceModel
 
@@ -59,14 +51,6 @@ class Text2VecEmbedder:
         self._model_id = model_id
         self._dim = int(self._model.bert.config.hidden_size)
         self._lock = threading.Lock()
-
-    @property
-    def model_id(self) -> str:
-        return self._model_id
-
-    @property
-    def dim(self) -> int:
-        return self._dim
 
     def encode(self, texts: list[str]) -> np.ndarray:
         with self._lock:

