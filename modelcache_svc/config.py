@@ -51,6 +51,9 @@ class Settings:
     embedding_spin: bool = False  # onnx: intra-op threads spin between operators (faster, holds a core)
     similarity_threshold: float = DEFAULT_SIMILARITY_THRESHOLD
     precision_guard: bool = True
+    # Candidates above the threshold are ranked by cosine + this weight x word-pair overlap (0 = cosine alone);
+    # 0.15 measured best on shared/eval (docs/hit-quality.md, "Rerank").
+    rerank_lexical_weight: float = 0.15
     top_k: int = 5
     exact_cache_size: int = 10_000
     store_timeout_s: float = 5.0
@@ -103,6 +106,8 @@ class Settings:
             raise InvalidArgument("query_log_sample_rate must be in [0, 1]")
         if not 0.0 < self.similarity_threshold <= 1.0:
             raise InvalidArgument("similarity_threshold must be in (0, 1]")
+        if not 0.0 <= self.rerank_lexical_weight <= 1.0:
+            raise InvalidArgument("rerank_lexical_weight must be in [0, 1]")
         for name in ("grpc_port", "http_port", "resp_port"):
             port = getattr(self, name)
             if not 0 <= port <= 65535:

@@ -22,13 +22,15 @@ this measures the hit decision itself, the protocol of published pairwise
 figures (QQP, LCQMC F1), without the noise of hits on other rows that the
 file never labelled.
 
-Method. The service serves the first candidate, in ranked order, that clears
-the threshold and then the precision guard. The candidates above a threshold t
-are a prefix of those above any lower threshold, so one query at the lowest
-swept threshold returns the first guard-passing candidate c* with similarity
-s*, and at every t above it the service answers c* if s* >= t and misses
-otherwise. One pass thus gives the whole sweep; the reported numbers at the
-configured (and the calibrated) threshold come from a second, real pass at
+Method. Of the candidates that clear the threshold t and the precision guard,
+the service serves the best by its rank (cosine + a weight x word overlap;
+the cosine alone when the weight is 0). A query at a threshold t returns that
+candidate c1 with its cosine s1; at every higher threshold up to s1 the
+eligible set shrinks but still holds c1, so c1 is still served. Above s1 the
+next query, at the smallest swept threshold above s1, returns c2 with a higher
+cosine s2, and so on until a miss. This chain of servings, one or two queries
+per ``b``, gives the whole sweep exactly. The reported numbers at the
+configured (and the calibrated) threshold come from a further, real pass at
 that threshold, and any row where it disagrees with the sweep is counted.
 """
 
@@ -143,8 +145,21 @@ def chat(context: ChatMessages, question: str) -> list[tuple[str, str]]:
 
 
 # -- scoring ---------------------------------------------------------------------------
-def score(pairs: Sequence[Pair], own: Sequence[str], outcomes: Sequence[Outcome], threshold: float) -> Point:
-    """Right/wrong/miss if the service had answered these outcomes at ``threshold``."""
+MISS = Outcome("", 0.0)
+Chain = tuple[Outcome, ...]  # what one b got at rising thresholds: cosines strictly rising, a miss ends it
+
+
+def served_at(chain: Chain, threshold: float) -> Outcome:
+    """What the service answers at ``threshold``: the first serving of the chain whose cosine reaches it."""
+    for got in chain:
+        if got.entry_id and got.similarity >= threshold:
+            return got
+    return MISS
+
+
+def score(pairs: Sequence[Pair], own: Sequence[str], chains: Sequence[Chain], threshold: float) -> Point:
+    """Right/wrong/miss if the service had answered these chains at ``threshold``."""
+    outcomes = [served_at(chain, threshold) for chain in chains]
     right = wrong = miss = 0
     for pair, entry_id, got in zip(pairs, own, outcomes, strict=True):
         if not got.entry_id or got.similarity < threshold:
@@ -216,13 +231,34 @@ def query_all(client: Any, tenant: str, model: str, pairs: Sequence[Pair], thres
         return list(pool.map(ask, pairs))
 
 
-def real_point(pairs: Sequence[Pair], own: Sequence[str], real: Sequence[Outcome], swept: Sequence[Outcome],
+def sweep_all(client: Any, tenant: str, model: str, pairs: Sequence[Pair], sweep: Sequence[float],
+              top_k: int) -> list[Chain]:
+    """Every b's chain of servings over the sweep: a query at the lowest threshold, then, for each b still
+    served below the highest, one at the smallest swept threshold above its last cosine (module doc)."""
+    chains: list[Chain] = [(got,) for got in query_all(client, tenant, model, pairs, min(sweep), top_k)]
+    while True:
+        todo = {}
+        for i, chain in enumerate(chains):
+            last = chain[-1]
+            above = [t for t in sweep if t > last.similarity]
+            if last.entry_id and above:
+                todo[i] = min(above)
+        if not todo:
+            return chains
+        for threshold in sorted(set(todo.values())):
+            rows = [i for i, t in todo.items() if t == threshold]
+            for i, got in zip(rows, query_all(client, tenant, model, [pairs[i] for i in rows], threshold, top_k),
+                              strict=True):
+                chains[i] = (*chains[i], got)
+
+
+def real_point(pairs: Sequence[Pair], own: Sequence[str], real: Sequence[Outcome], swept: Sequence[Chain],
                threshold: float | None) -> dict[str, Any]:
     """Numbers of a real pass (every hit counts: the service already applied its threshold)."""
-    point = asdict(score(pairs, own, real, 0.0))
+    point = asdict(score(pairs, own, [(got,) for got in real], 0.0))
     point["threshold"] = threshold
     if threshold is not None:
-        predicted = [o.entry_id if o.entry_id and o.similarity >= threshold else "" for o in swept]
+        predicted = [served_at(chain, threshold).entry_id for chain in swept]
         point["sweep_disagrees"] = sum(p != r.entry_id for p, r in zip(predicted, real, strict=True))
     return point
 
@@ -237,7 +273,7 @@ def evaluate(client: Any, pairs: Sequence[Pair], *, tenant: str, configured: flo
         own = insert_all(client, tenant, model, pairs)
         inserted = time.monotonic()
         progress(f"cached {len(set(own))} entries in {inserted - started:.0f} s; asking {len(pairs)} questions")
-        swept = query_all(client, tenant, model, pairs, min(sweep), top_k)
+        swept = sweep_all(client, tenant, model, pairs, sweep, top_k)
         points = [score(pairs, own, swept, t) for t in sweep]
         report: dict[str, Any] = {
             "rows": len(pairs),
@@ -246,6 +282,7 @@ def evaluate(client: Any, pairs: Sequence[Pair], *, tenant: str, configured: flo
             "rows_sharing_an_entry": len(pairs) - len(set(own)),
             "tenant": tenant,
             "top_k": top_k or "server default",
+            "sweep_queries": sum(map(len, swept)),
             "sweep": [asdict(p) for p in points],
             "best_f1": asdict(best_f1(points)),
             "wrong_hits_labelled_duplicate_elsewhere": _known_duplicates(pairs, own, swept, configured),
@@ -278,7 +315,7 @@ def evaluate(client: Any, pairs: Sequence[Pair], *, tenant: str, configured: flo
             pass
 
 
-def _known_duplicates(pairs: Sequence[Pair], own: Sequence[str], swept: Sequence[Outcome],
+def _known_duplicates(pairs: Sequence[Pair], own: Sequence[str], swept: Sequence[Chain],
                       threshold: float | None) -> int | None:
     """Wrong hits (at the configured threshold) on an entry the file itself pairs with that ``b`` as label 1
     in another row: strict scoring counts them wrong, a reader may not."""
@@ -286,8 +323,9 @@ def _known_duplicates(pairs: Sequence[Pair], own: Sequence[str], swept: Sequence
         return None
     duplicates = {(own[i], (p.b_context, p.b)) for i, p in enumerate(pairs) if p.label == 1}
     count = 0
-    for i, (p, got) in enumerate(zip(pairs, swept, strict=True)):
-        if got.entry_id and got.similarity >= threshold and not (p.label == 1 and got.entry_id == own[i]):
+    for i, (p, chain) in enumerate(zip(pairs, swept, strict=True)):
+        got = served_at(chain, threshold)
+        if got.entry_id and not (p.label == 1 and got.entry_id == own[i]):
             count += (got.entry_id, (p.b_context, p.b)) in duplicates
     return count
 

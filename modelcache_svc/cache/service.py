@@ -26,7 +26,7 @@ from ..metrics import Metrics
 from ..stores.base import ScalarStore, VectorHit, VectorStore
 from .exact_cache import ExactCache
 from .keys import ChatKey, chat_key, check_answer, check_entry_ids, check_metadata, check_model_name, check_tenant_name
-from .matching import guard_veto, resolve_threshold
+from .matching import guard_veto, lexical_overlap, resolve_threshold
 from .querylog import QueryLog, QueryLogRow
 from .tenants import ADMIN, Principal, TenantRegistry
 from ..embedding import EmbeddingBatcher
@@ -266,6 +266,8 @@ class CacheCore:
         candidates, rows = await self._run(
             self._search_and_read, embedder.model_id, scope, key.context_hash, vector, top_k, threshold, now
         )
+        weight = self.settings.rerank_lexical_weight
+        best: tuple[float, VectorHit, EntryRow] | None = None
         for hit in candidates:
             row = rows.get(hit.id)
             # A vector without a live row of this very scope and context is never served.
@@ -278,9 +280,19 @@ class CacheCore:
                 if reason is not None:
                     self.metrics.count(self.metrics.guard_vetoes, reason)
                     continue
-            self._hits.append((row.id, now))
-            return QueryResult(True, MatchKind.SEMANTIC, row.answer, row.id, min(hit.similarity, 1.0), row.question)
-        return QueryResult.miss()
+            if not weight:
+                best = (hit.similarity, hit, row)
+                break
+            # Among the candidates that clear the threshold and the guard, the one that also shares the most
+            # words with the question: near-duplicate entries embed alike, their wording tells them apart.
+            rank = hit.similarity + weight * lexical_overlap(key.question, row.question)
+            if best is None or rank > best[0]:
+                best = (rank, hit, row)
+        if best is None:
+            return QueryResult.miss()
+        _, hit, row = best
+        self._hits.append((row.id, now))
+        return QueryResult(True, MatchKind.SEMANTIC, row.answer, row.id, min(hit.similarity, 1.0), row.question)
 
     def _search_and_read(
         self, embed_model: str, scope: Scope, context_hash: str, vector: Any, top_k: int, threshold: float,

@@ -73,6 +73,29 @@ def test_system_prompt_and_history_are_part_of_the_key(server: ThreadServer) -> 
         assert c.query("default", MODEL, [*python_chat, *user("and in reverse order please?")]).match == "semantic"
 
 
+# Two near-duplicate entries (from shared/eval/gptcache_mock_en); the query is a paraphrase of the second,
+# which shares more of its word pairs, but embeds a little closer to the first (cosine 0.938 / 0.933).
+NEAR_FIRST = "The `itercolumns` method is used to iterate over all columns in their numerical order."
+NEAR_SECOND = "The `itercolumns` method iterates over all columns in their numerical order."
+NEAR_QUERY = "The numerical order of all columns is traversed by the `itercolumns` method."
+
+
+@pytest.mark.parametrize(("weight", "served"), [(0.15, NEAR_SECOND), (0.0, NEAR_FIRST)])
+def test_rerank_serves_the_candidate_worded_most_alike(
+    make_server: Callable[..., ThreadServer], weight: float, served: str
+) -> None:
+    server = make_server(rerank_lexical_weight=weight)
+    with server.client() as c:
+        c.insert("default", MODEL, user(NEAR_FIRST), "first")
+        c.insert("default", MODEL, user(NEAR_SECOND), "second")
+        first = c.query("default", MODEL, user(NEAR_QUERY), similarity_threshold=0.5, top_k=2)
+        # The similarity reported is the served entry's cosine, reranked or not.
+        assert first.matched_question == served and 0.92 < first.similarity < 0.95
+        # Above the second's cosine only the first is eligible: the rerank never serves below the threshold.
+        high = c.query("default", MODEL, user(NEAR_QUERY), similarity_threshold=0.936, top_k=2)
+        assert high.matched_question == NEAR_FIRST
+
+
 def test_tenants_and_models_never_share_entries(server: ThreadServer) -> None:
     with server.client() as c:
         c.create_tenant("acme")

@@ -10,7 +10,19 @@ from pathlib import Path
 import pytest
 
 from modelcache_svc import errors, evaluation
-from modelcache_svc.evaluation import Outcome, Pair, Point, best_f1, calibrate, grid, isolate, load_pairs, score
+from modelcache_svc.evaluation import (
+    Outcome,
+    Pair,
+    Point,
+    best_f1,
+    calibrate,
+    grid,
+    isolate,
+    load_pairs,
+    score,
+    served_at,
+    sweep_all,
+)
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
@@ -19,11 +31,11 @@ def test_score_counts_right_wrong_and_miss() -> None:
     pairs = [Pair("a1", "b1", 1), Pair("a2", "b2", 1), Pair("a3", "b3", 0), Pair("a4", "b4", 1), Pair("a5", "b5", 0)]
     own = ["e1", "e2", "e3", "e4", "e5"]
     got = [
-        Outcome("e1", 0.9),  # its own entry, label 1: right
-        Outcome("e3", 0.95),  # another row's entry: wrong
-        Outcome("e3", 0.99),  # its own entry, but label 0: wrong
-        Outcome("e4", 0.70),  # below 0.8: a miss there
-        Outcome("", 0.0),  # the service missed
+        (Outcome("e1", 0.9),),  # its own entry, label 1: right
+        (Outcome("e3", 0.95),),  # another row's entry: wrong
+        (Outcome("e3", 0.99),),  # its own entry, but label 0: wrong
+        (Outcome("e4", 0.70),),  # below 0.8: a miss there
+        (Outcome("", 0.0),),  # the service missed
     ]
     p = score(pairs, own, got, 0.8)
     assert (p.right, p.wrong, p.miss) == (1, 2, 2)
@@ -36,8 +48,19 @@ def test_score_counts_right_wrong_and_miss() -> None:
 
 def test_rows_sharing_an_a_share_its_entry_and_both_can_be_right() -> None:
     pairs = [Pair("same question", "b1", 1), Pair("same question", "b2", 1)]
-    p = score(pairs, ["e1", "e1"], [Outcome("e1", 0.9), Outcome("e1", 0.85)], 0.8)
+    p = score(pairs, ["e1", "e1"], [(Outcome("e1", 0.9),), (Outcome("e1", 0.85),)], 0.8)
     assert (p.right, p.wrong) == (2, 0)
+
+
+def test_a_chain_serves_its_first_outcome_that_reaches_the_threshold() -> None:
+    """Reranked, b got another entry at a low threshold and its own above that entry's cosine."""
+    pairs = [Pair("a1", "b1", 1), Pair("a2", "b2", 1)]
+    chain = (Outcome("e2", 0.82), Outcome("e1", 0.9), Outcome("", 0.0))
+    assert served_at(chain, 0.8).entry_id == "e2"
+    assert served_at(chain, 0.83).entry_id == "e1"
+    assert served_at(chain, 0.95).entry_id == ""
+    assert (score(pairs, ["e1", "e2"], [chain, (Outcome("", 0.0),)], 0.8).wrong,
+            score(pairs, ["e1", "e2"], [chain, (Outcome("", 0.0),)], 0.85).right) == (1, 1)
 
 
 def test_no_hits_has_precision_zero_so_calibration_never_picks_it() -> None:
@@ -61,27 +84,55 @@ def test_grid() -> None:
             grid(bad)
 
 
-def _serve(cands: list[tuple[str, float, bool]], threshold: float) -> Outcome:
-    """The service's decision (CacheCore._semantic): ranked candidates above the threshold, first the guard passes."""
-    for entry, similarity, passes_guard in cands:
+Candidate = tuple[str, float, bool, float]  # entry, cosine, passes the guard, word overlap with the question
+
+
+def _serve(cands: list[Candidate], threshold: float, weight: float) -> Outcome:
+    """The service's decision (CacheCore._semantic): of the candidates above the threshold that pass the guard,
+    the best by cosine + weight x overlap (the first, in cosine order, when the weight is 0)."""
+    best: tuple[float, Outcome] | None = None
+    for entry, similarity, passes_guard, overlap in cands:
         if similarity < threshold:
             break
         if passes_guard:
-            return Outcome(entry, similarity)
-    return Outcome("", 0.0)
+            rank = similarity + weight * overlap
+            if best is None or rank > best[0]:
+                best = (rank, Outcome(entry, similarity))
+            if not weight:
+                break
+    return best[1] if best else Outcome("", 0.0)
 
 
-def test_one_pass_at_the_lowest_threshold_predicts_every_higher_threshold() -> None:
-    """Why the sweep needs one query per b: the candidates above t are a prefix of those above a lower t."""
+class _Decisions:
+    """Stands in for the service: each b has its candidate list; counts the queries asked."""
+
+    def __init__(self, cands: dict[str, list[Candidate]], weight: float) -> None:
+        self.cands, self.weight, self.queries = cands, weight, 0
+
+    def query(self, tenant: str, model: str, messages: list[tuple[str, str]], *, similarity_threshold: float,
+              top_k: int, timeout: float) -> argparse.Namespace:
+        self.queries += 1
+        got = _serve(self.cands[messages[-1][1]], similarity_threshold, self.weight)
+        return argparse.Namespace(hit=bool(got.entry_id), id=got.entry_id, similarity=got.similarity)
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.15, 0.5])
+def test_the_chains_of_servings_predict_every_swept_threshold(weight: float) -> None:
+    """The sweep asks each b once at the lowest threshold and again above each cosine it was served at; that
+    predicts the service's answer at every swept threshold, reranked or not."""
     rng = random.Random(7)
     thresholds = grid("0.50:0.99:0.01")
-    for _ in range(2000):
+    cands = {}
+    for n in range(500):
         sims = sorted((rng.uniform(0.3, 1.0) for _ in range(rng.randint(0, 5))), reverse=True)
-        cands = [(f"e{i}", s, rng.random() < 0.6) for i, s in enumerate(sims)]
-        swept = _serve(cands, thresholds[0])
+        cands[f"b{n}"] = [(f"e{i}", s, rng.random() < 0.6, rng.random()) for i, s in enumerate(sims)]
+    service = _Decisions(cands, weight)
+    pairs = [Pair("a", b, 1) for b in cands]
+    chains = sweep_all(service, "t", "m", pairs, thresholds, 0)
+    assert service.queries == sum(map(len, chains)) <= 3 * len(pairs)
+    for pair, chain in zip(pairs, chains, strict=True):
         for t in thresholds:
-            predicted = swept.entry_id if swept.entry_id and swept.similarity >= t else ""
-            assert predicted == _serve(cands, t).entry_id
+            assert served_at(chain, t).entry_id == _serve(cands[pair.b], t, weight).entry_id
 
 
 def test_load_pairs_with_contexts_and_limit(tmp_path: Path) -> None:

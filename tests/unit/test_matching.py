@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from modelcache_svc.cache.matching import features, guard_veto, resolve_threshold
+from modelcache_svc.cache.matching import features, guard_veto, lexical_overlap, resolve_threshold
 from modelcache_svc.errors import InvalidArgument
 
 
@@ -86,3 +86,14 @@ def test_threshold_precedence() -> None:
     for bad in (0.0, -1.0, 1.01, float("nan")):
         with pytest.raises(InvalidArgument):
             resolve_threshold(bad, None, 0.8)
+
+
+def test_lexical_overlap_compares_word_pairs_in_reading_order() -> None:
+    assert lexical_overlap("How do I learn Python?", "how do I learn python") == 1.0
+    # The same words scrambled share few pairs: the rerank does not favour them.
+    assert lexical_overlap("Flights from New York to Florida", "Flights from Florida to New York") == 0.25
+    # Plurals and case fold; CJK text pairs its characters.
+    assert lexical_overlap("The lists' items", "the list item") == 1.0
+    assert lexical_overlap("如何学习编程", "怎么学习编程") == pytest.approx(3 / 7)
+    assert lexical_overlap("word", "word") == 0.0  # no pair at all: the cosine alone decides
+    assert lexical_overlap("", "anything at all") == 0.0
