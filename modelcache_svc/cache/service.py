@@ -283,8 +283,9 @@ class CacheCore:
             if not weight:
                 best = (hit.similarity, hit, row)
                 break
-            # Among the candidates that clear the threshold and the guard, the one that also shares the most
-            # words with the question: near-duplicate entries embed alike, their wording tells them apart.
+            # Among the candidates that clear the threshold and the guard, the one also worded most like the
+            # question (adjacent word pairs in common): near-duplicate entries embed alike, wording tells them
+            # apart. The threshold and the reported similarity stay the cosine.
             rank = hit.similarity + weight * lexical_overlap(key.question, row.question)
             if best is None or rank > best[0]:
                 best = (rank, hit, row)
