@@ -48,7 +48,7 @@ class Settings:
     embedding_max_batch: int = 32
     embedding_max_wait_ms: float = 2.0
     embedding_threads: int = 0  # 0 = torch's default
-    embedding_spin: bool = False  # onnx: intra-op threads spin between operators within a run, parked after it
+    embedding_spin: bool = True  # onnx: intra-op threads spin between operators within a run, parked after it
     similarity_threshold: float = DEFAULT_SIMILARITY_THRESHOLD
     precision_guard: bool = True
     # Candidates above the threshold are ranked by cosine + this weight x word-pair overlap (0 = cosine alone);

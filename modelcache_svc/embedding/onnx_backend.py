@@ -136,9 +136,10 @@ def _session(path: Path, threads: int, spin: bool) -> Any:
     if threads > 0:
         options.intra_op_num_threads = threads
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # Spinning intra-op threads answer the next operator at once instead of waiting to be woken (a single
-    # query gains about 15%). force_spinning_stop parks them the moment a run returns, so between runs they
-    # never hold a core that gRPC and the stores need.
+    # Spinning intra-op threads answer the next operator at once instead of waiting to be woken.
+    # force_spinning_stop parks them the moment a run returns, so between runs they never hold a core that
+    # gRPC and the stores need. Through the server (Settings.embedding_spin, on by default) that made a
+    # one-client semantic query ~10% faster and cost nothing elsewhere (docs/performance.md).
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     if spin:
         options.add_session_config_entry("session.force_spinning_stop", "1")
