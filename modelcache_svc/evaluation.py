@@ -235,14 +235,16 @@ def sweep_all(client: Any, tenant: str, model: str, pairs: Sequence[Pair], sweep
               top_k: int) -> list[Chain]:
     """Every b's chain of servings over the sweep: a query at the lowest threshold, then, for each b still
     served below the highest, one at the smallest swept threshold above its last cosine (module doc)."""
-    chains: list[Chain] = [(got,) for got in query_all(client, tenant, model, pairs, min(sweep), top_k)]
+    asked = [min(sweep)] * len(pairs)  # the threshold each b was last asked at
+    chains: list[Chain] = [(got,) for got in query_all(client, tenant, model, pairs, asked[0], top_k)]
     while True:
         todo = {}
         for i, chain in enumerate(chains):
             last = chain[-1]
-            above = [t for t in sweep if t > last.similarity]
+            # Strictly above the last threshold asked too: a server that answered below it cannot loop us.
+            above = [t for t in sweep if t > last.similarity and t > asked[i]]
             if last.entry_id and above:
-                todo[i] = min(above)
+                todo[i] = asked[i] = min(above)
         if not todo:
             return chains
         for threshold in sorted(set(todo.values())):

@@ -202,3 +202,16 @@ def test_write_needs_a_calibrated_threshold_on_every_file() -> None:
     with pytest.raises(errors.InvalidArgument):
         evaluation._write(client, "acme", [{"calibrated": None}])
     json.dumps(reports)  # what --json prints stays serialisable
+
+
+def test_the_sweep_ends_even_when_a_server_answers_below_the_threshold_it_was_asked() -> None:
+    class Sloppy:
+        queries = 0
+
+        def query(self, *args: object, similarity_threshold: float, **kwargs: object) -> argparse.Namespace:
+            self.queries += 1
+            return argparse.Namespace(hit=True, id="e1", similarity=similarity_threshold - 0.001)
+
+    service = Sloppy()
+    [chain] = sweep_all(service, "t", "m", [Pair("a", "b", 1)], grid("0.50:0.99:0.01"), 0)
+    assert service.queries == len(chain) == 50
