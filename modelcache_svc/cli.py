@@ -33,7 +33,8 @@ def _serve_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--embedding-model", help="packaged:all-MiniLM-L6-v2 (default) or a local model folder")
     p.add_argument("--similarity-threshold", type=float, help="default cosine threshold for a semantic hit")
     p.add_argument("--rerank-lexical-weight", type=float,
-                   help="candidates above the threshold ranked by cosine + this x word-pair overlap (default 0.15; 0 = off)")
+                   help="candidates above the threshold ranked by cosine + this x word-pair overlap "
+                   "(default 0.15; 0 = off)")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR")
     p.add_argument("--modelcache-compat-tenant", help="tenant served by POST /modelcache (default: default)")
 

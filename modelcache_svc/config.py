@@ -52,7 +52,7 @@ class Settings:
     similarity_threshold: float = DEFAULT_SIMILARITY_THRESHOLD
     precision_guard: bool = True
     # Candidates above the threshold are ranked by cosine + this weight x word-pair overlap (0 = cosine alone);
-    # 0.15 measured best on shared/eval (docs/hit-quality.md, "Rerank").
+    # 0.15 measured best on shared/eval (docs/hit-quality.md, "The rerank").
     rerank_lexical_weight: float = 0.15
     top_k: int = 5
     exact_cache_size: int = 10_000
