@@ -25,10 +25,10 @@ import numpy as np
 
 from .base import Embedder
 
-# Texts per model call within a larger batch, sorted by length. Small runs keep a call's activations in
-# the cores' L2: on this host's 2 cores, 2,048 stored questions embedded in batches of 32 ran at 108 texts/s
-# in runs of 32, 167 in runs of 16, 215 in runs of 8, 239 in runs of 4 and 193 one by one (the snippet
-# under "Batch runs" in docs/performance.md).
+# Texts per model call within a larger batch, sorted by length. Small runs likely keep a call's activations
+# in the cores' L2: on this host's 2 cores, 2,048 stored questions embedded in batches of 32 ran at 108 texts/s
+# in runs of 32, 167 in runs of 16, 215 in runs of 8, 239 in runs of 4 and 193 one by one (2026-11-25; the
+# snippet and a second day's numbers under "Batch runs" in docs/performance.md).
 RUN = 4
 
 

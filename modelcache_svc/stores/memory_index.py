@@ -11,8 +11,8 @@ index answers the reads.
 Layout: per collection, one block per (scope, context hash) — a search reads
 only the rows it may return, as dense float32 chunks, each scanned by faiss's
 exact inner-product kernel (``faiss.knn``: SIMD over the rows, a heap of k;
-0.6 ms for 10,000 x 384 right after a model call, against 1.4 ms for numpy's
-matrix-vector product and partial sort: docs/performance.md). Deleting swaps
+0.6-0.7 ms for 10,000 x 384 right after a model call, against 1.0-1.4 ms for
+numpy's matrix-vector product and partial sort: docs/performance.md). Deleting swaps
 the last row into the hole, so blocks stay dense. Vectors are normalised, so
 the dot product is the cosine.
 """
