@@ -31,6 +31,9 @@ def _serve_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--admin-key", help="turns authentication on; the key that reaches everything")
     p.add_argument("--embedding-backend", choices=list(EMBEDDING_BACKENDS), help="default onnx")
     p.add_argument("--embedding-model", help="packaged:all-MiniLM-L6-v2 (default) or a local model folder")
+    p.add_argument("--embedding-model-cjk",
+                   help="model for questions with CJK characters in tenants on the default model "
+                   "(default packaged:multilingual-e5-small; empty = one model for all)")
     p.add_argument("--similarity-threshold", type=float, help="default cosine threshold for a semantic hit")
     p.add_argument("--rerank-lexical-weight", type=float,
                    help="candidates above the threshold ranked by cosine + this x word-pair overlap "
@@ -129,9 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Benchmarks and evaluation live in their own modules; each adds its verb.
     from . import bench, evaluation
+    from .tools import train
 
     bench.add_parser(sub)
     evaluation.add_parser(sub)
+    train.add_parser(sub)
     return parser
 
 
@@ -258,6 +263,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             module = bench if args.command == "bench" else evaluation
             return module.run(args, environ)
+        if args.command == "train":
+            from .tools import train
+
+            return train.run(args)
         return run_client(args, environ)
     except errors.CacheError as exc:
         code = getattr(exc, "code", None)

@@ -237,7 +237,7 @@ class CacheCore:
         if row is not None:
             self._hits.append((row.id, now))
             return QueryResult(True, MatchKind.EXACT, row.answer, row.id, 1.0, row.question)
-        embedder = await self.embedders.get(tenant.config.embedding_model)
+        embedder = await self.embedders.for_text(tenant.config.embedding_model, key.question)
         return await self._semantic(embedder, scope, key, threshold, top_k or self.settings.top_k, now)
 
     def _chat_key(self, messages: Sequence[Message]) -> ChatKey:
@@ -263,8 +263,10 @@ class CacheCore:
         with self.metrics.timed("embed"):
             vector = await embedder.embed(key.question)
         # Search and read in one trip to the pool (each stage still timed on its own).
+        # Thresholds and reported similarities are on one scale for every model (FolderOptions).
         candidates, rows = await self._run(
-            self._search_and_read, embedder.model_id, scope, key.context_hash, vector, top_k, threshold, now
+            self._search_and_read, embedder.model_id, scope, key.context_hash, vector, top_k,
+            embedder.threshold_cosine(threshold), now,
         )
         weight = self.settings.rerank_lexical_weight
         best: tuple[float, VectorHit, EntryRow] | None = None
@@ -280,20 +282,21 @@ class CacheCore:
                 if reason is not None:
                     self.metrics.count(self.metrics.guard_vetoes, reason)
                     continue
+            similarity = embedder.reported(hit.similarity)
             if not weight:
-                best = (hit.similarity, hit, row)
+                best = (similarity, hit, row)
                 break
             # Among the candidates that clear the threshold and the guard, the one also worded most like the
             # question (adjacent word pairs in common): near-duplicate entries embed alike, wording tells them
             # apart. The threshold and the reported similarity stay the cosine.
-            rank = hit.similarity + weight * lexical_overlap(key.question, row.question)
+            rank = similarity + weight * lexical_overlap(key.question, row.question)
             if best is None or rank > best[0]:
                 best = (rank, hit, row)
         if best is None:
             return QueryResult.miss()
         _, hit, row = best
         self._hits.append((row.id, now))
-        return QueryResult(True, MatchKind.SEMANTIC, row.answer, row.id, min(hit.similarity, 1.0), row.question)
+        return QueryResult(True, MatchKind.SEMANTIC, row.answer, row.id, embedder.reported(hit.similarity), row.question)
 
     def _search_and_read(
         self, embed_model: str, scope: Scope, context_hash: str, vector: Any, top_k: int, threshold: float,
@@ -340,10 +343,10 @@ class CacheCore:
             raise InvalidArgument("entries is empty: nothing to insert")
         if len(entries) > limits.max_entries_per_insert:
             raise InvalidArgument(f"too many entries: {len(entries)} > {limits.max_entries_per_insert} per call")
-        embedder = await self.embedders.get(tenant.config.embedding_model)
         now = self._clock()
         rows: list[EntryRow] = []
         keys: list[ChatKey] = []
+        embedders: list[EmbeddingBatcher] = []
         for i, entry in enumerate(entries):
             try:
                 key = chat_key(entry.messages, limits)
@@ -354,6 +357,8 @@ class CacheCore:
                     raise InvalidArgument(f"ttl_seconds must be 0..{MAX_TTL_SECONDS}")
             except InvalidArgument as exc:
                 raise InvalidArgument(f"entries[{i}]: {exc.message}") from exc
+            embedder = await self.embedders.for_text(tenant.config.embedding_model, key.question)
+            embedders.append(embedder)
             keys.append(key)
             rows.append(
                 EntryRow(
@@ -372,20 +377,22 @@ class CacheCore:
                     last_hit_at=now,
                 )
             )
-        vectors = await embedder.embed_many([k.question for k in keys])
+        groups = _by_embedder(embedders)
+        vectors = {e.model_id: await e.embed_many([keys[i].question for i in idx]) for e, idx in groups}
         # Scalar row first, then the vector: a vector without a row is never served.
         results = await self._run(self.scalar.upsert_entries, rows)
         ids = [entry_id for entry_id, _ in results]
         self.exact_cache.forget_keys((scope.tenant, scope.model, k.exact_key) for k in keys)  # new answers
         try:
-            await self._run(
-                self.vector.insert,
-                embedder.model_id,
-                scope.tenant,
-                scope.model,
-                [(ids[i], keys[i].context_hash) for i in range(len(ids))],
-                vectors,
-            )
+            for e, idx in groups:
+                await self._run(
+                    self.vector.insert,
+                    e.model_id,
+                    scope.tenant,
+                    scope.model,
+                    [(ids[i], keys[i].context_hash) for i in idx],
+                    vectors[e.model_id],
+                )
         except Unavailable:
             created = [entry_id for entry_id, was_created in results if was_created]
             try:
@@ -536,8 +543,6 @@ class CacheCore:
         """
         principal.check_admin()
         tenant = await self.tenants.get(name)
-        embedder = await self.embedders.get(tenant.config.embedding_model)
-        await self._run(self.vector.ensure_collection, embedder.model_id, embedder.dim)
         done = 0
         after = ""
         while True:
@@ -545,26 +550,29 @@ class CacheCore:
             if not rows:
                 return done
             after = rows[-1].id
-            stale = [r for r in rows if r.embed_model != embedder.model_id]
-            if not stale:
-                continue
-            vectors = await embedder.embed_many([r.question for r in stale])
-            by_model: dict[str, list[int]] = {}
-            for i, r in enumerate(stale):
-                by_model.setdefault(r.model, []).append(i)
-            for model, idx in by_model.items():
-                await self._run(
-                    self.vector.insert,
-                    embedder.model_id,
-                    name,
-                    model,
-                    [(stale[i].id, stale[i].context_hash) for i in idx],
-                    vectors[idx],
-                )
-            ids = [r.id for r in stale]
-            await self._run(self.scalar.set_embed_model, ids, embedder.model_id)
-            await self._run(self.vector.delete_ids, ids, embedder.model_id)
-            done += len(stale)
+            # Each row belongs to the model its question is routed to (the CJK model or the tenant's).
+            wanted = [await self.embedders.for_text(tenant.config.embedding_model, r.question) for r in rows]
+            stale_idx = [i for i, r in enumerate(rows) if r.embed_model != wanted[i].model_id]
+            for embedder, idx in _by_embedder([wanted[i] for i in stale_idx]):
+                stale = [rows[stale_idx[i]] for i in idx]
+                await self._run(self.vector.ensure_collection, embedder.model_id, embedder.dim)
+                vectors = await embedder.embed_many([r.question for r in stale])
+                by_model: dict[str, list[int]] = {}
+                for i, r in enumerate(stale):
+                    by_model.setdefault(r.model, []).append(i)
+                for model, sub in by_model.items():
+                    await self._run(
+                        self.vector.insert,
+                        embedder.model_id,
+                        name,
+                        model,
+                        [(stale[i].id, stale[i].context_hash) for i in sub],
+                        vectors[sub],
+                    )
+                ids = [r.id for r in stale]
+                await self._run(self.scalar.set_embed_model, ids, embedder.model_id)
+                await self._run(self.vector.delete_ids, ids, embedder.model_id)
+                done += len(stale)
 
     async def repair(self, principal: Principal, name: str | None = None) -> RepairReport:
         """Make the two stores agree: re-embed rows whose vector is missing (a crash
@@ -574,7 +582,7 @@ class CacheCore:
         tenants = [await self.tenants.get(name)] if name else await self.tenants.list()
         report = RepairReport()
         for tenant in tenants:
-            embedder = await self.embedders.get(tenant.config.embedding_model)
+            used: dict[str, EmbeddingBatcher] = {}
             after = ""
             while True:
                 rows = await self._run(self.scalar.entries_of_tenant, tenant.name, after, 500)
@@ -582,21 +590,30 @@ class CacheCore:
                     break
                 after = rows[-1].id
                 report.rows_checked += len(rows)
-                current = [r for r in rows if r.embed_model == embedder.model_id]
-                present = await self._run(
-                    self.vector.existing_ids, embedder.model_id, embedder.dim, [r.id for r in current]
+                wanted = [await self.embedders.for_text(tenant.config.embedding_model, r.question) for r in rows]
+                for embedder, idx in _by_embedder(wanted):
+                    used[embedder.model_id] = embedder
+                    current = [rows[i] for i in idx if rows[i].embed_model == embedder.model_id]
+                    present = await self._run(
+                        self.vector.existing_ids, embedder.model_id, embedder.dim, [r.id for r in current]
+                    )
+                    missing = [r for r in current if r.id not in present]
+                    if missing:
+                        vectors = await embedder.embed_many([r.question for r in missing])
+                        for model in sorted({r.model for r in missing}):
+                            sub = [i for i, r in enumerate(missing) if r.model == model]
+                            items = [(missing[i].id, missing[i].context_hash) for i in sub]
+                            await self._run(
+                                self.vector.insert, embedder.model_id, tenant.name, model, items, vectors[sub]
+                            )
+                        report.vectors_added += len(missing)
+            if not used:
+                default = await self.embedders.get(tenant.config.embedding_model)
+                used[default.model_id] = default
+            for embedder in used.values():
+                report.vectors_removed += await self._run(
+                    self._remove_orphan_vectors, embedder.model_id, embedder.dim, tenant.name
                 )
-                missing = [r for r in current if r.id not in present]
-                if missing:
-                    vectors = await embedder.embed_many([r.question for r in missing])
-                    for model in sorted({r.model for r in missing}):
-                        idx = [i for i, r in enumerate(missing) if r.model == model]
-                        items = [(missing[i].id, missing[i].context_hash) for i in idx]
-                        await self._run(self.vector.insert, embedder.model_id, tenant.name, model, items, vectors[idx])
-                    report.vectors_added += len(missing)
-            report.vectors_removed += await self._run(
-                self._remove_orphan_vectors, embedder.model_id, embedder.dim, tenant.name
-            )
         if report.vectors_added or report.vectors_removed:
             log.warning("repair: %s", report)
         return report
@@ -692,3 +709,11 @@ def _percentile(sorted_values: Sequence[float], q: float) -> float:
 
 def _with_entries(tenant: Tenant, count: int) -> Tenant:
     return Tenant(tenant.name, tenant.config, tenant.created_at, count)
+
+
+def _by_embedder(embedders: Sequence[EmbeddingBatcher]) -> list[tuple[EmbeddingBatcher, list[int]]]:
+    """Positions grouped by the model that embeds them, in first-seen order."""
+    groups: dict[str, tuple[EmbeddingBatcher, list[int]]] = {}
+    for i, embedder in enumerate(embedders):
+        groups.setdefault(embedder.model_id, (embedder, []))[1].append(i)
+    return list(groups.values())
