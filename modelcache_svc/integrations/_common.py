@@ -180,6 +180,7 @@ class Guard:
         self.breaker = breaker or Breaker()
         self._api_key = api_key
         self._client = cache_client
+        self._client_lock = threading.Lock()
         self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncCacheClient] = (
             weakref.WeakKeyDictionary()
         )
@@ -190,9 +191,10 @@ class Guard:
     # -- clients ----------------------------------------------------------------------------------
     @property
     def client(self) -> CacheClient:
-        if self._client is None:
-            self._client = CacheClient(self.target, api_key=self._api_key, timeout=self.timeout, retries=1)
-        return self._client
+        with self._client_lock:
+            if self._client is None:
+                self._client = CacheClient(self.target, api_key=self._api_key, timeout=self.timeout, retries=1)
+            return self._client
 
     @property
     def aclient(self) -> AsyncCacheClient:
@@ -233,7 +235,7 @@ class Guard:
     def _answered(self, plan: Plan, hit: Hit) -> Hit:
         self.breaker.record(True)
         self.counters.add("hits" if hit.hit else "misses")
-        if not hit.hit and (getattr(hit, "verify_entry_id", "") or getattr(hit, "uncacheable", "")):
+        if not hit.hit and (_field(hit, "verify_entry_id") or _field(hit, "uncacheable")):
             self._remember(plan, hit)
         return hit
 
@@ -265,7 +267,7 @@ class Guard:
     def _insert_args(self, plan: Plan, client: object) -> dict[str, Any] | None:
         """The insert's keyword arguments, or None when the write-back must not happen."""
         pending = self._take(plan)
-        if pending is not None and getattr(pending, "uncacheable", ""):
+        if pending is not None and _field(pending, "uncacheable"):
             self.counters.add("refused")
             return None
         kwargs: dict[str, Any] = {
@@ -273,7 +275,7 @@ class Guard:
             "metadata": {"integration": self.integration},
             "timeout": self.timeout,
         }
-        verifies = getattr(pending, "verify_entry_id", "") if pending is not None else ""
+        verifies = _field(pending, "verify_entry_id") if pending is not None else ""
         if verifies and _accepts(client, "verifies"):
             kwargs["verifies"] = verifies
         return kwargs
@@ -319,8 +321,8 @@ class Guard:
             plan.model,
             plan.chat,
             entry_id=written_id,
-            verify_entry_id=getattr(hit, "verify_entry_id", "") if hit is not None else "",
-            uncacheable=getattr(hit, "uncacheable", "") if hit is not None else "",
+            verify_entry_id=_field(hit, "verify_entry_id") if hit is not None else "",
+            uncacheable=_field(hit, "uncacheable") if hit is not None else "",
         )
 
     # -- pending write-backs: bounded, keyed by scope and chat ----------------------------------------
@@ -337,6 +339,11 @@ class Guard:
     def _take(self, plan: Plan) -> Hit | None:
         with self._pending_lock:
             return self._pending.pop(self._key(plan), None)
+
+
+def _field(obj: object, name: str) -> str:
+    """A Hit's field that newer clients have (verify_entry_id, uncacheable); "" on older ones."""
+    return str(getattr(obj, name, "") or "")
 
 
 def _accepts(client: object, name: str) -> bool:

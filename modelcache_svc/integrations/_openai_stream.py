@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from openai.types.chat import ChatCompletionChunk
 from openai.types.chat.chat_completion_chunk import Choice, ChoiceDelta
@@ -128,10 +128,12 @@ class CachedStream:
         if self._inner is not None:
             self._inner.close()
 
-    def __enter__(self) -> CachedStream:
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     def __getattr__(self, name: str) -> Any:
@@ -183,7 +185,7 @@ class AsyncCachedStream:
         if self._inner is not None:
             await self._inner.close()
 
-    async def __aenter__(self) -> AsyncCachedStream:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(

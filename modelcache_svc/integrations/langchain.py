@@ -20,9 +20,12 @@ timeouts and the like are left out of the hash (``IGNORED_SETTINGS``).
 
 Not cached (lookup answers None, update writes nothing): tool calls and tool
 results, bound tools, structured output (``response_format``), ``n > 1``,
-non-text content (images, audio), a last message that is not the human's,
-answers cut short (finish_reason ``length``, ``content_filter``). Any cache
-error or a deadline passed is a miss, logged and counted in ``.stats``.
+non-text content (images, audio), a last message that is not the human's.
+Only answers that say they ended by themselves are written back
+(``finish_reason`` ``stop`` and the like): not one cut at ``length`` or by a
+filter, nor a stream that broke off; a model that never reports a finish
+reason needs ``require_finish_reason=False``. Any cache error or a deadline
+passed is a miss, logged and counted in ``.stats``.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from langchain_core.load import loads
 from langchain_core.messages import AIMessage, BaseMessage, ChatMessage, HumanMessage, SystemMessage
 from langchain_core.outputs import ChatGeneration, Generation
 
-from ..client import CacheClient
+from ..client import AsyncCacheClient, CacheClient
 from ._common import (
     DEFAULT_TIMEOUT_S,
     ROLES,
@@ -82,7 +85,9 @@ IGNORED_SETTINGS = frozenset(
 )
 MODEL_KEYS = ("model_name", "model", "model_id", "deployment_name", "azure_deployment", "repo_id")
 NOT_CACHED_SETTINGS = ("tools", "functions", "tool_choice", "function_call", "response_format", "logprobs")
-STOPPED = (None, "stop", "end_turn", "STOP")  # finish reasons of a whole answer, by provider
+# How providers say an answer ended by itself (OpenAI, Anthropic, Google, Bedrock, Ollama); where they say it.
+STOPPED = frozenset({"stop", "end_turn", "STOP", "stop_sequence"})
+FINISH_KEYS = ("finish_reason", "stop_reason", "done_reason")
 
 
 class ModelCacheSemanticCache(BaseCache):
@@ -93,7 +98,8 @@ class ModelCacheSemanticCache(BaseCache):
     ``llm_string`` (the settings' hash is still added); ``similarity_threshold``
     and ``ttl_seconds``: per-call overrides of the tenant's; ``cache_client``: a
     CacheClient to share. ``stats`` counts lookups, hits, misses, pass-throughs,
-    writes and errors on this side.
+    writes and errors on this side. ``require_finish_reason``: write back only
+    answers whose generation says they ended by themselves (see above).
     """
 
     def __init__(
@@ -108,7 +114,9 @@ class ModelCacheSemanticCache(BaseCache):
         ttl_seconds: int = 0,
         cache_client: CacheClient | None = None,
         breaker: Breaker | None = None,
+        require_finish_reason: bool = True,
     ) -> None:
+        self.require_finish_reason = require_finish_reason
         self.guard = Guard(
             target, tenant, api_key, timeout, similarity_threshold, ttl_seconds, "langchain", cache_client, breaker
         )
@@ -121,6 +129,15 @@ class ModelCacheSemanticCache(BaseCache):
     @property
     def stats(self) -> dict[str, int]:
         return self.guard.counters.as_dict()
+
+    @property
+    def cache_client(self) -> CacheClient:
+        return self.guard.client
+
+    @property
+    def async_cache_client(self) -> AsyncCacheClient:
+        """The AsyncCacheClient of the running event loop."""
+        return self.guard.aclient
 
     def close(self) -> None:
         self.guard.close()
@@ -141,13 +158,13 @@ class ModelCacheSemanticCache(BaseCache):
 
     def update(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
         plan, _ = self.plan(prompt, llm_string)
-        answer = answer_of(return_val)
+        answer = answer_of(return_val, self.require_finish_reason)
         if plan.cacheable and answer:
             self._mark(return_val, plan, self.guard.write(plan, answer))
 
     async def aupdate(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
         plan, _ = self.plan(prompt, llm_string)
-        answer = answer_of(return_val)
+        answer = answer_of(return_val, self.require_finish_reason)
         if plan.cacheable and answer:
             self._mark(return_val, plan, await self.guard.awrite(plan, answer))
 
@@ -279,24 +296,24 @@ def _text(content: Any) -> str | None:
     return "".join(parts)
 
 
-def answer_of(return_val: RETURN_VAL_TYPE) -> str:
+def answer_of(return_val: RETURN_VAL_TYPE, require_finish_reason: bool = True) -> str:
     """The text worth caching from a model's generations, or "" (several, tool calls, cut short)."""
     if len(return_val) != 1:
         return ""
     gen = return_val[0]
-    info = gen.generation_info or {}
+    said = dict(gen.generation_info or {})
     if isinstance(gen, ChatGeneration):
         message = gen.message
         if not isinstance(message, AIMessage) or message.tool_calls or message.invalid_tool_calls:
             return ""
-        finish = message.response_metadata.get("finish_reason", info.get("finish_reason"))
+        said.update(message.response_metadata)
         text = _text(message.content)
     else:
-        finish = info.get("finish_reason")
         text = gen.text
-    if finish not in STOPPED or not text or not text.strip():
+    finish = next((said[k] for k in FINISH_KEYS if said.get(k) is not None), None)
+    if (finish is None and require_finish_reason) or (finish is not None and finish not in STOPPED):
         return ""
-    return text
+    return text if text and text.strip() else ""
 
 
 def _generations(answer: str, served: Served, is_chat: bool) -> list[Generation]:

@@ -104,9 +104,7 @@ def _info(served: Served) -> CacheInfo:
 
 def _given(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """The arguments actually set: the SDK's omit/NOT_GIVEN sentinels and None mean "the default"."""
-    return {
-        k: v for k, v in kwargs.items() if v is not None and not isinstance(v, _NOT_GIVEN)
-    }
+    return {k: v for k, v in kwargs.items() if v is not None and not isinstance(v, _NOT_GIVEN)}
 
 
 def plan_request(kwargs: Mapping[str, Any], only_temperature_zero: bool = False) -> Plan:
@@ -331,6 +329,11 @@ class _Wrapper(_Delegate):
     @property
     def tenant(self) -> str:
         return self._o.guard.tenant
+
+    @property
+    def cache_client(self) -> Any:
+        """The cache's client (CacheClient; AsyncCacheClient of the running loop for the async twin)."""
+        return self._o.guard.aclient if isinstance(self, AsyncCachedOpenAI) else self._o.guard.client
 
     @property
     def stats(self) -> dict[str, int]:

@@ -4,6 +4,7 @@ tests/fake_openai.py over HTTP (its answers say which call made them: "answer 3:
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -216,6 +217,26 @@ def test_a_cache_that_is_down_leaves_every_call_working(model_server: FakeOpenAI
 
     asyncio.run(main())
     assert model_server.calls == calls + 4
+
+
+def test_a_cache_that_hangs_costs_at_most_its_deadline(model_server: FakeOpenAI, model: str) -> None:
+    with socket.socket() as silent:  # accepts connections (the kernel does) and never says a word
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        client = CachedOpenAI(
+            openai.OpenAI(base_url=model_server.base_url, api_key="sk-test"),
+            f"127.0.0.1:{silent.getsockname()[1]}",
+            timeout=0.2,
+        )
+        took = []
+        for _ in range(5):
+            started = time.monotonic()
+            assert client.chat.completions.create(model=model, messages=user(Q)).choices[0].message.content
+            took.append(time.monotonic() - started)
+    # A lookup and a write-back, each cut at 0.2 s; after 3 failures the breaker skips the cache.
+    assert max(took) < 0.4 + 0.5, took
+    assert client.stats["errors"] == 3 and client.stats["skipped"] >= 2, client.stats
+    assert min(took[-2:]) < 0.2, took
 
 
 def test_calls_the_cache_must_not_answer_go_straight_to_the_model(
