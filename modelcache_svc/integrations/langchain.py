@@ -32,9 +32,11 @@ from __future__ import annotations
 
 import ast
 import json
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
+from langchain_core._api import LangChainBetaWarning
 from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
 from langchain_core.load import loads
 from langchain_core.messages import AIMessage, BaseMessage, ChatMessage, HumanMessage, SystemMessage
@@ -53,6 +55,9 @@ from ._common import (
     not_cacheable,
     scope_model,
 )
+
+# loads() is marked beta; reading back messages LangChain itself serialised is what it is for.
+warnings.filterwarnings("ignore", category=LangChainBetaWarning, module=r"modelcache_svc\.integrations\.langchain")
 
 # Settings that never change an answer: left out of the scope's hash.
 IGNORED_SETTINGS = frozenset(
