@@ -249,20 +249,26 @@ def _literal_items(text: str) -> dict[str, Any] | None:
         return None
 
 
+class _Unreadable(list[BaseMessage]):
+    """A serialised message list that could not be read back (a message class outside LangChain's own)."""
+
+
 def _messages(prompt: str) -> list[BaseMessage] | None:
     """A chat model's messages from its serialised prompt; None for an LLM's plain-text prompt."""
-    if not prompt.startswith("["):
+    if not prompt.startswith("[{"):
         return None
     try:
         value = loads(prompt, allowed_objects="messages")
-    except Exception:  # noqa: BLE001 - not a serialised message list: a plain prompt
-        return None
+    except Exception:  # noqa: BLE001 - a serialised chat we cannot read, or a plain prompt that looks like one
+        return _Unreadable() if '"lc": 1' in prompt else None
     if isinstance(value, list) and value and all(isinstance(m, BaseMessage) for m in value):
         return value
     return None
 
 
 def chat_plan(messages: Sequence[BaseMessage]) -> Plan:
+    if isinstance(messages, _Unreadable):
+        return not_cacheable("a message class the cache cannot read back")
     chat: list[dict[str, str]] = []
     for m in messages:
         if isinstance(m, SystemMessage):

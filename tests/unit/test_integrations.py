@@ -106,3 +106,22 @@ def test_an_uncacheable_question_is_not_written_back() -> None:
     assert guard.served(plan, guard.lookup(plan)).uncacheable == "time_sensitive"
     assert guard.write(plan, "Noon.") == ""
     assert client.inserts == [] and guard.counters.as_dict()["refused"] == 1
+
+
+def test_a_chat_langchain_cannot_read_back_is_not_cached_as_text() -> None:
+    from langchain_core.load import dumps
+    from langchain_core.messages import HumanMessage, SystemMessage
+
+    from modelcache_svc.integrations.langchain import ModelCacheSemanticCache
+
+    class OwnMessage(HumanMessage):  # serialised under its own class path, outside LangChain's allow-list
+        pass
+
+    cache = ModelCacheSemanticCache()
+    llm_string = "[('model', 'x')]"
+    plan, is_chat = cache.plan(dumps([SystemMessage("s"), OwnMessage("hi")]), llm_string)
+    assert is_chat and not plan.cacheable  # never embedded as one long JSON "question"
+    plan, is_chat = cache.plan(dumps([SystemMessage("s"), HumanMessage("hi")]), llm_string)
+    assert is_chat and plan.chat == [{"role": "system", "content": "s"}, {"role": "user", "content": "hi"}]
+    plan, is_chat = cache.plan("[{not json", llm_string)
+    assert not is_chat and plan.chat == [{"role": "user", "content": "[{not json"}]
