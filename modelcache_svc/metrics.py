@@ -21,7 +21,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 log = logging.getLogger("modelcache_svc.metrics")
 MAX_TENANT_LABELS = 200
 OTHER = "_other"
-STAGES = ("validate", "exact_lookup", "embed", "vector_search", "scalar_read", "total")
+STAGES = ("validate", "cacheability", "exact_lookup", "embed", "vector_search", "scalar_read", "total")
 _FAST_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -70,6 +70,11 @@ class Metrics:
             "modelcache_query_log_dropped_total", "Query-log rows dropped (queue full or store down).", registry=r)
         self.querylog_written = Counter(
             "modelcache_query_log_written_total", "Query-log rows written.", registry=r)
+        self.uncacheable = Counter(
+            "modelcache_uncacheable_total",
+            "Questions the cacheability policy flagged, by tenant, call (query/insert), class "
+            "(user_specific, time_sensitive, pii, rule) and the action taken (refuse, allow, short_ttl).",
+            ["tenant", "call", "class", "action"], registry=r)
         self.ready = Gauge("modelcache_ready", "1 when the stores are reachable and the model is loaded.", registry=r)
 
     def tenant_label(self, tenant: str) -> str:
@@ -94,6 +99,12 @@ class Metrics:
             self.queries.labels(self.tenant_label(tenant), result).inc()
         except Exception:
             log.debug("metrics: query not recorded", exc_info=True)
+
+    def flagged(self, tenant: str, call: str, klass: str, action: str) -> None:
+        try:
+            self.uncacheable.labels(self.tenant_label(tenant), call, klass, action).inc()
+        except Exception:
+            log.debug("metrics: cacheability not recorded", exc_info=True)
 
     def stage(self, stage: str, seconds: float) -> None:
         try:

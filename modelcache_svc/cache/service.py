@@ -24,13 +24,14 @@ from ..embedding.pool import EmbedderPool
 from ..errors import CacheError, InvalidArgument, ResourceExhausted, Unavailable
 from ..metrics import Metrics
 from ..stores.base import ScalarStore, VectorHit, VectorStore
+from .cacheability import Verdict, compiled, metric_class
 from .exact_cache import ExactCache
 from .keys import ChatKey, chat_key, check_answer, check_entry_ids, check_metadata, check_model_name, check_tenant_name
 from .matching import guard_veto, lexical_overlap, resolve_threshold
 from .querylog import QueryLog, QueryLogRow
 from .tenants import ADMIN, Principal, TenantRegistry
 from ..embedding import EmbeddingBatcher
-from .types import EntryRow, MatchKind, Message, NewEntry, QueryResult, Scope, Tenant, TenantConfig
+from .types import CacheabilityAction, EntryRow, MatchKind, Message, NewEntry, QueryResult, Scope, Tenant, TenantConfig
 
 log = logging.getLogger("modelcache_svc.cache")
 T = TypeVar("T")
@@ -203,6 +204,7 @@ class CacheCore:
                     latency_ms=(time.perf_counter() - start) * 1000.0,
                     error=error,
                     request_id=request_id,
+                    uncacheable=result.uncacheable if result else "",
                 )
             )
         except Exception:  # the log never fails a query
@@ -225,6 +227,10 @@ class CacheCore:
         if top_k < 0 or top_k > self.settings.limits.max_top_k:
             raise InvalidArgument(f"top_k must be 0..{self.settings.limits.max_top_k}")
         self.metrics.stage("validate", time.perf_counter() - start)
+        # Before the exact lookup: an entry stored under an older, laxer policy is not served either.
+        verdict = self._judge(tenant, key.question, "query")
+        if verdict is not None and verdict.refused:
+            return QueryResult(False, MatchKind.MISS, uncacheable=verdict.klass)
         now = self._clock()
         with self.metrics.timed("exact_lookup"):
             cache_key = (scope.tenant, scope.model, key.exact_key)
@@ -239,6 +245,14 @@ class CacheCore:
             return QueryResult(True, MatchKind.EXACT, row.answer, row.id, 1.0, row.question)
         embedder = await self.embedders.get(tenant.config.embedding_model)
         return await self._semantic(embedder, scope, key, threshold, top_k or self.settings.top_k, now)
+
+    def _judge(self, tenant: Tenant, question: str, call: str) -> Verdict | None:
+        """The tenant's cacheability verdict on a question (cache/cacheability.py), counted when flagged."""
+        with self.metrics.timed("cacheability"):
+            verdict = compiled(tenant.config.cacheability).judge(question)
+        if verdict is not None:
+            self.metrics.flagged(tenant.name, call, metric_class(verdict.klass), verdict.action.value)
+        return verdict
 
     def _chat_key(self, messages: Sequence[Message]) -> ChatKey:
         """chat_key(messages), remembered for recent short chats (a pure function of them)."""
@@ -330,10 +344,23 @@ class CacheCore:
                 del self._inflight[key]
 
     async def insert(self, principal: Principal, scope: Scope, entries: Sequence[NewEntry]) -> list[str]:
-        with self._admit(scope.tenant):
-            return await self._insert(principal, scope, entries)
+        """One id per entry; "" for an entry the cacheability policy refused."""
+        ids, _ = await self.insert_checked(principal, scope, entries)
+        return ids
 
-    async def _insert(self, principal: Principal, scope: Scope, entries: Sequence[NewEntry]) -> list[str]:
+    async def insert_checked(
+        self, principal: Principal, scope: Scope, entries: Sequence[NewEntry]
+    ) -> tuple[list[str], list[str]]:
+        """Ids, and parallel to them the class that refused each entry ("" for a stored one)."""
+        with self._admit(scope.tenant):
+            refused: list[str] = []
+            ids = await self._insert(principal, scope, entries, refused)
+            return ids, refused
+
+    async def _insert(
+        self, principal: Principal, scope: Scope, entries: Sequence[NewEntry], refused: list[str] | None = None
+    ) -> list[str]:
+        refused = [] if refused is None else refused
         tenant = await self._scope(principal, scope)
         limits = self.settings.limits
         if not entries:
@@ -344,6 +371,7 @@ class CacheCore:
         now = self._clock()
         rows: list[EntryRow] = []
         keys: list[ChatKey] = []
+        stored: list[int] = []  # positions of the entries written
         for i, entry in enumerate(entries):
             try:
                 key = chat_key(entry.messages, limits)
@@ -354,6 +382,14 @@ class CacheCore:
                     raise InvalidArgument(f"ttl_seconds must be 0..{MAX_TTL_SECONDS}")
             except InvalidArgument as exc:
                 raise InvalidArgument(f"entries[{i}]: {exc.message}") from exc
+            verdict = self._judge(tenant, key.question, "insert")
+            refused.append(verdict.klass if verdict is not None and verdict.refused else "")
+            if refused[-1]:
+                continue
+            if verdict is not None and verdict.action is CacheabilityAction.SHORT_TTL:
+                short = compiled(tenant.config.cacheability).short_ttl_seconds
+                ttl = min(ttl, short) if ttl else short
+            stored.append(i)
             keys.append(key)
             rows.append(
                 EntryRow(
@@ -372,6 +408,8 @@ class CacheCore:
                     last_hit_at=now,
                 )
             )
+        if not rows:
+            return [""] * len(entries)
         vectors = await embedder.embed_many([k.question for k in keys])
         # Scalar row first, then the vector: a vector without a row is never served.
         results = await self._run(self.scalar.upsert_entries, rows)
@@ -397,7 +435,12 @@ class CacheCore:
         self.metrics.count(self.metrics.inserted, self.metrics.tenant_label(scope.tenant), amount=len(ids))
         if tenant.config.max_entries:
             await self._enforce_capacity(tenant)
-        return ids
+        if len(ids) == len(entries):
+            return ids
+        out = [""] * len(entries)
+        for position, entry_id in zip(stored, ids, strict=True):
+            out[position] = entry_id
+        return out
 
     async def _enforce_capacity(self, tenant: Tenant) -> int:
         lock = self._capacity_locks.setdefault(tenant.name, asyncio.Lock())

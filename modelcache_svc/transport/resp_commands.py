@@ -134,6 +134,8 @@ def result_reply(result: QueryResult) -> Reply:
         "id": result.id,
         "similarity": float(result.similarity),
         "matched_question": result.matched_question,
+        # The class that made this a miss without a lookup (cacheability policy), else "".
+        "uncacheable": result.uncacheable,
     }
 
 
@@ -152,7 +154,8 @@ async def mc_query(core: CacheCore, principal: Principal, args: Sequence[bytes])
 
 
 async def mc_insert(core: CacheCore, principal: Principal, args: Sequence[bytes]) -> Reply:
-    """MC.INSERT tenant model messages-json answer [TTL s] [META json]"""
+    """MC.INSERT tenant model messages-json answer [TTL s] [META json]: the id, or nil when the
+    cacheability policy refused the chat (MC.QUERY on it says which class)."""
     where = scope(args)
     messages = parse_messages(args[3])
     answer = text(args[4], "answer")
@@ -162,7 +165,7 @@ async def mc_insert(core: CacheCore, principal: Principal, args: Sequence[bytes]
         raise InvalidArgument("TTL must not be negative")
     metadata = parse_metadata(opts["META"]) if "META" in opts else {}
     ids = await core.insert(principal, where, [NewEntry(tuple(messages), answer, ttl, metadata)])
-    return ids[0]
+    return ids[0] or None
 
 
 async def mc_remove(core: CacheCore, principal: Principal, args: Sequence[bytes]) -> Reply:
@@ -191,7 +194,8 @@ async def mc_get(core: CacheCore, principal: Principal, args: Sequence[bytes]) -
 
 
 async def mc_set(core: CacheCore, principal: Principal, args: Sequence[bytes]) -> Reply:
-    """MC.SET tenant model question answer [EX s]"""
+    """MC.SET tenant model question answer [EX s]: OK, or nil when the cacheability policy refused
+    the question (as SET NX answers nil when it stored nothing)."""
     where = scope(args)
     question = Message("user", text(args[3], "question"))
     answer = text(args[4], "answer")
@@ -199,8 +203,8 @@ async def mc_set(core: CacheCore, principal: Principal, args: Sequence[bytes]) -
     ttl = integer_arg(opts["EX"], "EX") if "EX" in opts else 0
     if ttl < 0:
         raise InvalidArgument("EX must not be negative")
-    await core.insert(principal, where, [NewEntry((question,), answer, ttl)])
-    return Simple("OK")
+    ids = await core.insert(principal, where, [NewEntry((question,), answer, ttl)])
+    return Simple("OK") if ids[0] else None
 
 
 # name -> (handler, arity, most arguments or 0 for no bound). Arity as Redis counts it, the name
