@@ -158,7 +158,8 @@ _ACCOUNT_EN = (
     r"transactions?|purchases?|statements?|points|membership|credit limit|credit score|loans?|polic(?:y|ies)|"
     r"flights?|seat|cases?|complaints?|cart|transfers?|deposits?|withdrawals?|cards?|data usage|usage|"
     r"username|user name|password|pin|ip(?: address)?|location|tracking number|rewards|vacation days|"
-    r"salary|paycheck|tax return|premium|installments?|due date|inbox|messages|emails|notifications|"
+    r"salary|paycheck|tax return|premium|installments?|due date|inbox|messages|emails|notifications|rent|lease|"
+    r"tuition|fees|"
     r"phone number|account number|user id|boarding pass|wallet|coupons?"
 )
 _MY_ACCOUNT_EN = re.compile(rf"\b(?:my|our) (?:[\w'-]+ ){{0,2}}?(?:{_ACCOUNT_EN})\b")
@@ -171,6 +172,10 @@ _MEMORY_EN = re.compile(
     r"\bwhat (?:we|you and i) (?:talked|discussed|spoke) about\b|\bwhere am i(?: now| right now)?\s*\??$|"
     r"\bdo i have (?:any )?(?:new |unread |pending |upcoming |outstanding )(?:\w+)|"
     r"\bhow (?:many|much) [\w ]{1,30} do i have (?:left|remaining)\b|\bhow much do i owe\b|"
+    r"\bhow (?:many|much) (?:[\w-]+ ){0,2}(?:points|miles|credits|vacation days|leave|data|minutes|money|coins|"
+    r"tokens|followers|balance) (?:[\w-]+ )?do i have\b|"
+    r"\b(?:what|which) (?:[\w-]+ ){0,2}did i (?:buy|order|return|purchase|book|pay for|send|watch|listen to)\b|"
+    r"\b(?:last|previous|first) (?:thing|question|message) (?:that )?i (?:asked|said|told|sent|wrote)\b|"
     r"\bwhich plan am i\b|\bam i (?:enrolled|registered|subscribed|approved|covered|booked) (?:for|on|in)\b"
 )
 # Who or where the asker is (read after translation requests: "What is my name in Japanese?" is general).
@@ -240,10 +245,11 @@ _STRONG_EN = re.compile(
     r"\b(?:breaking news|live scores?)\b|\bwhat time is it\b|\bwhat day is (?:it|today)\b|"
     r"\bwhat(?:'s| is) (?:the )?(?:date|day)(?: today)?\s*\??$|\bwhat(?:'s| is) today\b|"
     r"\bwhat(?:'s| is) the (?:current )?time (?:now|in [a-z ]+)?\s*\??$|"
+    r"\bwhat time (?:is|does|do|will) (?:[\w-]+ ){1,5}(?:today|tonight|tomorrow)\b|"
     r"\bhow (?:many|much) (?:days|weeks|hours|time|longer) (?:left )?(?:until|till|before|to go)\b|"
     r"\bwhat(?:'s| is) the score\b|\bwhen is the next (?:train|bus|flight|game|match|episode|launch|race|ferry)\b|"
     r"\bis it (?:going to )?(?:rain|snow)(?:ing)?\b|\bwill it (?:rain|snow)\b|"
-    r"\bcurrent (?:[a-z]+ ){0,2}?(?:price|prices|rate|rates|score|weather|news|"
+    r"\bcurrent (?:[a-z]+ ){0,4}?(?:price|prices|rate|rates|score|weather|news|"
     r"president|prime minister|ceo|leader|temperature|champion|standings|ranking|value|status of the)\b"
 )
 # A time word and a topic within four words of each other: "weather today", "exchange rate ... today".
@@ -255,7 +261,7 @@ _TOPIC_EN = (
     r"updates|iphone|episode|trends?|trending|air quality|aqi|exchange|bitcoin|btc|ethereum|euros?|yen|"
     r"rupees?|pounds?|yuan|movies|films|concerts|"
     r"president|prime minister|ceo|leader|leading|table|standings|mortgage|showing|on tv|schedule|"
-    r"delays?|delayed|outage|election|polls?|champion|ranking|rankings|covid|cases|won|win|winning"
+    r"delays?|delayed|outage|election|polls?|champion|ranking|rankings|covid|cases|won|win|winning|sunset|sunrise"
 )
 _NOW_HINTS = ("today", "now", "tonight", "tomorrow", "yesterday", "last night", "this ", "at the moment", "latest",
               "newest", "most recent", "currently")
@@ -264,7 +270,7 @@ _NEAR_EN = re.compile(
     rf"\b(?:{_NOW_EN})\b\W+(?:[\w'-]+\W+){{0,4}}?(?:{_TOPIC_EN})\b|"
     rf"\b(?:{_TOPIC_EN})\b\W+(?:[\w'-]+\W+){{0,4}}?(?:{_NOW_EN})\b"
 )
-_STRONG_ZH = re.compile(r"最新(?:拍|上映|推出|发布)?的?(?:一部|一款)?(?:电影|电视剧|歌|专辑|手机|版本)|今晚|昨晚|昨夜|此刻|实时|热搜|头条|今日|几点了|星期几|周几|礼拜几|还有几天|还有多少天|倒计时|限行")
+_STRONG_ZH = re.compile(r"最新[^，。？！,.?!]{0,6}?(?:电影|电视剧|歌|专辑|手机|版本|款|型号)|今晚|昨晚|昨夜|此刻|实时|热搜|头条|今日|几点了|星期几|周几|礼拜几|还有几天|还有多少天|倒计时|限行")
 _NOW_ZH = re.compile(r"今天|明天|昨天|后天|现在|目前|当前|最新|这周末?|本周|这个月|近期|刚刚|最近")
 _TOPIC_ZH = re.compile(
     r"天气|下雨|下雪|气温|温度|几号|日期|新闻|股|汇率|金价|油价|价格|行情|多少钱|比分|比赛|谁赢|赛果|开门|营业|上映|"

@@ -343,19 +343,13 @@ class CacheCore:
             else:
                 del self._inflight[key]
 
-    async def insert(self, principal: Principal, scope: Scope, entries: Sequence[NewEntry]) -> list[str]:
-        """One id per entry; "" for an entry the cacheability policy refused."""
-        ids, _ = await self.insert_checked(principal, scope, entries)
-        return ids
-
-    async def insert_checked(
-        self, principal: Principal, scope: Scope, entries: Sequence[NewEntry]
-    ) -> tuple[list[str], list[str]]:
-        """Ids, and parallel to them the class that refused each entry ("" for a stored one)."""
+    async def insert(
+        self, principal: Principal, scope: Scope, entries: Sequence[NewEntry], refused: list[str] | None = None
+    ) -> list[str]:
+        """One id per entry; "" for an entry the cacheability policy refused. ``refused``, when given,
+        receives parallel to the ids the class that refused each entry ("" for a stored one)."""
         with self._admit(scope.tenant):
-            refused: list[str] = []
-            ids = await self._insert(principal, scope, entries, refused)
-            return ids, refused
+            return await self._insert(principal, scope, entries, refused)
 
     async def _insert(
         self, principal: Principal, scope: Scope, entries: Sequence[NewEntry], refused: list[str] | None = None

@@ -226,7 +226,8 @@ class ModelCacheEndpoint:
             if not isinstance(item, dict) or not isinstance(item.get("answer"), str):
                 raise errors.InvalidArgument(f"chat_info[{i}] must be an object with a 'query' and a string 'answer'")
             entries.append(NewEntry(tuple(_messages(item.get("query"), f"chat_info[{i}].query")), item["answer"]))
-        ids, refused = await self.core.insert_checked(principal, Scope(self.tenant, model), entries)
+        refused: list[str] = []
+        ids = await self.core.insert(principal, Scope(self.tenant, model), entries, refused)
         self._remember(model)
         result: Result = {"errorCode": 0, "errorDesc": "", "writeStatus": "success", "ids": ids}
         if any(refused):

@@ -127,16 +127,18 @@ def scope(args: Sequence[bytes]) -> Scope:
 
 
 def result_reply(result: QueryResult) -> Reply:
-    return {
+    reply: dict[str, Any] = {
         "hit": result.hit,
         "match": result.match.value,
         "answer": result.answer,
         "id": result.id,
         "similarity": float(result.similarity),
         "matched_question": result.matched_question,
-        # The class that made this a miss without a lookup (cacheability policy), else "".
-        "uncacheable": result.uncacheable,
     }
+    if result.uncacheable:
+        # Only then: the class that made this a miss (cacheability policy); other replies keep their shape.
+        reply["uncacheable"] = result.uncacheable
+    return reply
 
 
 # -- the commands; args[0] is the command name --------------------------------------------------
