@@ -181,11 +181,14 @@ def run_client(args: argparse.Namespace, environ: dict[str, str]) -> int:
         if args.command == "query":
             hit = client.query(args.tenant, args.model, _chat(args), similarity_threshold=args.threshold, top_k=args.top_k)
             text = f"{hit.match} {hit.similarity:.3f} {hit.id}\n{hit.answer}" if hit.hit else "miss"
+            if hit.uncacheable:
+                text = f"miss: uncacheable ({hit.uncacheable})"
             _print(args, dataclasses.asdict(hit), text)
         elif args.command == "insert":
             meta = json.loads(args.meta) if args.meta else {}
             entry_id = client.insert(args.tenant, args.model, _chat(args), args.answer, ttl_seconds=args.ttl, metadata=meta)
-            _print(args, {"id": entry_id}, entry_id)
+            refused = getattr(entry_id, "uncacheable", "")
+            _print(args, {"id": entry_id, "uncacheable": refused}, entry_id or f"not stored: uncacheable ({refused})")
         elif args.command == "remove":
             n = client.remove(args.tenant, args.model, args.ids)
             _print(args, {"removed": n}, f"removed {n}")

@@ -206,7 +206,9 @@ def check_policy(policy: CacheabilityPolicy) -> CacheabilityPolicy:
         if not isinstance(getattr(policy, name), CacheabilityAction):
             raise InvalidArgument(f"cacheability.{name} must be one of refuse, allow, short_ttl")
     if not 0 <= policy.short_ttl_seconds <= MAX_SHORT_TTL_S:
-        raise InvalidArgument(f"cacheability.short_ttl_seconds must be 0..{MAX_SHORT_TTL_S} (0 = {DEFAULT_SHORT_TTL_S})")
+        raise InvalidArgument(
+            f"cacheability.short_ttl_seconds must be 0..{MAX_SHORT_TTL_S} (0 = {DEFAULT_SHORT_TTL_S})"
+        )
     if len(policy.rules) > MAX_RULES:
         raise InvalidArgument(f"cacheability: more than {MAX_RULES} rules")
     names = [r.name for r in policy.rules]
@@ -249,7 +251,7 @@ def policy_from_dict(data: Any) -> CacheabilityPolicy:
         raise InvalidArgument("cacheability.rules must be a list")
     parsed = []
     for i, r in enumerate(rules):
-        if not isinstance(r, dict) or not isinstance(r.get("name", ""), str) or not isinstance(r.get("pattern", ""), str):
+        if not isinstance(r, dict) or not all(isinstance(r.get(k, ""), str) for k in ("name", "pattern")):
             raise InvalidArgument(f"cacheability.rules[{i}] must be an object with a string name and pattern")
         keywords = r.get("keywords") or []
         if not isinstance(keywords, list) or not all(isinstance(k, str) for k in keywords):

@@ -533,8 +533,8 @@ class SQLScalarStore:
         if not rows:
             return
         sql = self._q(
-            "INSERT INTO {query_log} (ts, tenant, model, match_kind, similarity, entry_id, latency_ms, error, request_id,"
-            " uncacheable) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            "INSERT INTO {query_log} (ts, tenant, model, match_kind, similarity, entry_id, latency_ms, error,"
+            " request_id, uncacheable) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         )
         params = [
             (

@@ -56,7 +56,8 @@ def load_labelled(path: Path) -> list[tuple[str, str]]:
         except (ValueError, KeyError, TypeError) as exc:
             raise errors.InvalidArgument(f"{path}:{n}: expected {{\"question\", \"class\"}}: {exc}") from None
         if klass not in (NONE, *BUILT_IN_CLASSES):
-            raise errors.InvalidArgument(f"{path}:{n}: class {klass!r} is not one of none, {', '.join(BUILT_IN_CLASSES)}")
+            known = ", ".join((NONE, *BUILT_IN_CLASSES))
+            raise errors.InvalidArgument(f"{path}:{n}: class {klass!r} is not one of {known}")
         rows.append((str(question), str(klass)))
     if not rows:
         raise errors.InvalidArgument(f"{path}: no rows")
@@ -203,7 +204,8 @@ def policy_from_flags(args: argparse.Namespace, current: dict[str, Any] | None) 
     for action, names in (("refuse", args.refuse), ("allow", args.allow), ("short_ttl", args.short_ttl)):
         for klass in names:
             if klass not in BUILT_IN_CLASSES:
-                raise errors.InvalidArgument(f"--{action.replace('_', '-')} {klass!r}: one of {', '.join(BUILT_IN_CLASSES)}")
+                known = ", ".join(BUILT_IN_CLASSES)
+                raise errors.InvalidArgument(f"--{action.replace('_', '-')} {klass!r}: one of {known}")
             policy[klass] = action
     if args.short_ttl_seconds is not None:
         policy["short_ttl_seconds"] = args.short_ttl_seconds

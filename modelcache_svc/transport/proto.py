@@ -26,7 +26,9 @@ __all__ = ["pb", "pb_grpc"]
 _MATCH_TO_PB = {MatchKind.MISS: pb.MISS, MatchKind.EXACT: pb.EXACT, MatchKind.SEMANTIC: pb.SEMANTIC}
 _POLICY_TO_PB = {EvictionPolicy.LRU: pb.LRU, EvictionPolicy.LFU: pb.LFU, EvictionPolicy.FIFO: pb.FIFO}
 _POLICY_FROM_PB = {v: k for k, v in _POLICY_TO_PB.items()}
-CONFIG_FIELDS = ("similarity_threshold", "ttl_seconds", "max_entries", "eviction_policy", "embedding_model", "cacheability")
+CONFIG_FIELDS = (
+    "similarity_threshold", "ttl_seconds", "max_entries", "eviction_policy", "embedding_model", "cacheability"
+)
 # UNSPECIFIED reads as REFUSE: an unset policy refuses the built-in classes.
 _ACTION_FROM_PB = {
     pb.CACHEABILITY_ACTION_UNSPECIFIED: CacheabilityAction.REFUSE,
@@ -96,7 +98,9 @@ def policy_to_pb(p: CacheabilityPolicy) -> pb.CacheabilityPolicy:
         pii=_ACTION_TO_PB[p.pii],
         short_ttl_seconds=p.short_ttl_seconds,
         rules=[
-            pb.CacheabilityRule(name=r.name, pattern=r.pattern, keywords=list(r.keywords), action=_ACTION_TO_PB[r.action])
+            pb.CacheabilityRule(
+                name=r.name, pattern=r.pattern, keywords=list(r.keywords), action=_ACTION_TO_PB[r.action]
+            )
             for r in p.rules
         ],
     )
@@ -121,7 +125,8 @@ def config_from_pb(config: pb.TenantConfig, base: TenantConfig | None = None, ma
     for path in paths:
         name = path.removeprefix("config.")
         if name not in CONFIG_FIELDS:
-            raise InvalidArgument(f"update_mask path {path[:80]!r} is not a TenantConfig field ({', '.join(CONFIG_FIELDS)})")
+            fields = ", ".join(CONFIG_FIELDS)
+            raise InvalidArgument(f"update_mask path {path[:80]!r} is not a TenantConfig field ({fields})")
         values[name] = getattr(given, name)
     return TenantConfig(**values)
 

@@ -70,7 +70,10 @@ def test_flagged_question_is_never_stored_nor_served_but_general_ones_are(server
     assert ("miss", "user_specific") in log and ("miss", "pii") in log and ("exact", "") in log
     text = server.core.metrics.render().decode()
     assert 'modelcache_uncacheable_total{action="refuse",call="query",class="pii",tenant="default"} 1.0' in text
-    assert 'modelcache_uncacheable_total{action="refuse",call="insert",class="user_specific",tenant="default"} 3.0' in text
+    insert_refused = (
+        'modelcache_uncacheable_total{action="refuse",call="insert",class="user_specific",tenant="default"}'
+    )
+    assert f"{insert_refused} 3.0" in text
 
 
 def _entry(question: str, answer: str) -> Any:
@@ -155,6 +158,35 @@ def test_bad_rules_are_refused_and_the_server_keeps_serving(server: ThreadServer
         with pytest.raises(errors.InvalidArgument, match="more than 32 rules"):
             c.create_tenant("rules", cacheability=too_many)
         assert c.insert("default", MODEL, "What is the capital of Chile?", "Santiago.")
+
+
+@pytest.mark.parametrize("scalar_store_uri", ["sqlite"], indirect=True)
+def test_cli_shapes_the_policy(server: ThreadServer, capsys: pytest.CaptureFixture[str]) -> None:
+    from modelcache_svc import cli
+
+    def run(*args: str) -> Any:
+        capsys.readouterr()
+        assert cli.main([*args, "--target", server.target, "--json"]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    created = run("tenant", "create", "clinic", "--short-ttl", "time_sensitive", "--short-ttl-seconds", "60",
+                  "--rule", r"patient=\bMRN-?\d{6}\b")
+    policy = created["cacheability"]
+    assert (policy["time_sensitive"], policy["short_ttl_seconds"], policy["user_specific"]) == ("short_ttl", 60, "refuse")
+    assert policy["rules"] == [{"name": "patient", "pattern": r"\bMRN-?\d{6}\b", "keywords": [], "action": "refuse"}]
+    # update changes the current policy: the rule and the short TTL stay.
+    updated = run("tenant", "update", "clinic", "--allow", "pii", "--rule-keywords", "staff=rota,排班",
+                  "--rule-action", "staff=allow")["cacheability"]
+    assert updated["pii"] == "allow" and updated["time_sensitive"] == "short_ttl"
+    assert [r["name"] for r in updated["rules"]] == ["patient", "staff"] and updated["rules"][1]["action"] == "allow"
+    dropped = run("tenant", "update", "clinic", "--drop-rule", "patient")["cacheability"]
+    assert [r["name"] for r in dropped["rules"]] == ["staff"]
+    assert run("insert", "--tenant", "clinic", "--model", MODEL, "Where is my package?", "Lyon") == {
+        "id": "", "uncacheable": "user_specific"}
+    capsys.readouterr()
+    assert cli.main(["tenant", "update", "clinic", "--rule", "bad=(a+)+", "--target", server.target]) == cli.EXIT_USAGE
+    assert "exponential" in capsys.readouterr().err
+    assert cli.main(["tenant", "update", "clinic", "--allow", "weather", "--target", server.target]) == cli.EXIT_USAGE
 
 
 @pytest.mark.parametrize("scalar_store_uri", ["sqlite"], indirect=True)

