@@ -21,7 +21,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 log = logging.getLogger("modelcache_svc.metrics")
 MAX_TENANT_LABELS = 200
 OTHER = "_other"
-STAGES = ("validate", "cacheability", "exact_lookup", "embed", "vector_search", "scalar_read", "total")
+STAGES = ("validate", "exact_lookup", "embed", "vector_search", "scalar_read", "total")
 _FAST_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 

@@ -109,15 +109,24 @@ def _stricter(a: Verdict | None, b: Verdict) -> Verdict:
 
 
 _compiled: dict[CacheabilityPolicy, CompiledPolicy] = {}
+# By identity first: a tenant's config object is reused between queries, and hashing a policy (a frozen
+# dataclass: every field, every call) cost more than the rest of a repeated question's check.
+_by_id: dict[int, CompiledPolicy] = {}
 
 
 def compiled(policy: CacheabilityPolicy) -> CompiledPolicy:
     """The compiled form of a (validated) policy, shared by every tenant with an equal one."""
+    found = _by_id.get(id(policy))
+    if found is not None and found.policy is policy:
+        return found
     found = _compiled.get(policy)
     if found is None:
         if len(_compiled) >= 1024:
             _compiled.clear()
         found = _compiled[policy] = CompiledPolicy(policy)
+    if len(_by_id) >= 4096:
+        _by_id.clear()
+    _by_id[id(policy)] = found
     return found
 
 

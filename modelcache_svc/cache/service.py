@@ -248,8 +248,9 @@ class CacheCore:
 
     def _judge(self, tenant: Tenant, question: str, call: str) -> Verdict | None:
         """The tenant's cacheability verdict on a question (cache/cacheability.py), counted when flagged."""
-        with self.metrics.timed("cacheability"):
-            verdict = compiled(tenant.config.cacheability).judge(question)
+        # Not timed per call (a histogram observation costs more than a repeated question's check);
+        # `modelcache-svc policy-eval` measures it.
+        verdict = compiled(tenant.config.cacheability).judge(question)
         if verdict is not None:
             self.metrics.flagged(tenant.name, call, metric_class(verdict.klass), verdict.action.value)
         return verdict
