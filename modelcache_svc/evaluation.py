@@ -280,8 +280,10 @@ def evaluate(client: Any, pairs: Sequence[Pair], *, tenant: str, configured: flo
         report: dict[str, Any] = {
             "rows": len(pairs),
             "positives": sum(p.label for p in pairs),
-            "entries": len(set(own)),
+            "entries": len(set(own) - {""}),
             "rows_sharing_an_entry": len(pairs) - len(set(own)),
+            # Rows whose a the tenant's cacheability policy refused (id ""): every b of them is a miss.
+            "a_refused_by_policy": own.count(""),
             "tenant": tenant,
             "top_k": top_k or "server default",
             "sweep_queries": sum(map(len, swept)),

@@ -70,6 +70,11 @@ class Metrics:
             "modelcache_query_log_dropped_total", "Query-log rows dropped (queue full or store down).", registry=r)
         self.querylog_written = Counter(
             "modelcache_query_log_written_total", "Query-log rows written.", registry=r)
+        self.uncacheable = Counter(
+            "modelcache_uncacheable_total",
+            "Questions the cacheability policy flagged, by tenant, call (query/insert), class "
+            "(user_specific, time_sensitive, pii, rule) and the action taken (refuse, allow, short_ttl).",
+            ["tenant", "call", "class", "action"], registry=r)
         self.ready = Gauge("modelcache_ready", "1 when the stores are reachable and the model is loaded.", registry=r)
 
     def tenant_label(self, tenant: str) -> str:
@@ -94,6 +99,12 @@ class Metrics:
             self.queries.labels(self.tenant_label(tenant), result).inc()
         except Exception:
             log.debug("metrics: query not recorded", exc_info=True)
+
+    def flagged(self, tenant: str, call: str, klass: str, action: str) -> None:
+        try:
+            self.uncacheable.labels(self.tenant_label(tenant), call, klass, action).inc()
+        except Exception:
+            log.debug("metrics: cacheability not recorded", exc_info=True)
 
     def stage(self, stage: str, seconds: float) -> None:
         try:

@@ -24,13 +24,14 @@ from ..embedding.pool import EmbedderPool
 from ..errors import CacheError, InvalidArgument, ResourceExhausted, Unavailable
 from ..metrics import Metrics
 from ..stores.base import ScalarStore, VectorHit, VectorStore
+from .cacheability import Verdict, compiled, metric_class
 from .exact_cache import ExactCache
 from .keys import ChatKey, chat_key, check_answer, check_entry_ids, check_metadata, check_model_name, check_tenant_name
 from .matching import guard_veto, lexical_overlap, resolve_threshold
 from .querylog import QueryLog, QueryLogRow
 from .tenants import ADMIN, Principal, TenantRegistry
 from ..embedding import EmbeddingBatcher
-from .types import EntryRow, MatchKind, Message, NewEntry, QueryResult, Scope, Tenant, TenantConfig
+from .types import CacheabilityAction, EntryRow, MatchKind, Message, NewEntry, QueryResult, Scope, Tenant, TenantConfig
 
 log = logging.getLogger("modelcache_svc.cache")
 T = TypeVar("T")
@@ -203,6 +204,7 @@ class CacheCore:
                     latency_ms=(time.perf_counter() - start) * 1000.0,
                     error=error,
                     request_id=request_id,
+                    uncacheable=result.uncacheable if result else "",
                 )
             )
         except Exception:  # the log never fails a query
@@ -225,6 +227,10 @@ class CacheCore:
         if top_k < 0 or top_k > self.settings.limits.max_top_k:
             raise InvalidArgument(f"top_k must be 0..{self.settings.limits.max_top_k}")
         self.metrics.stage("validate", time.perf_counter() - start)
+        # Before the exact lookup: an entry stored under an older, laxer policy is not served either.
+        verdict = self._judge(tenant, key.question, "query")
+        if verdict is not None and verdict.refused:
+            return QueryResult(False, MatchKind.MISS, uncacheable=verdict.klass)
         now = self._clock()
         with self.metrics.timed("exact_lookup"):
             cache_key = (scope.tenant, scope.model, key.exact_key)
@@ -239,6 +245,15 @@ class CacheCore:
             return QueryResult(True, MatchKind.EXACT, row.answer, row.id, 1.0, row.question)
         embedder = await self.embedders.for_text(tenant.config.embedding_model, key.question)
         return await self._semantic(embedder, scope, key, threshold, top_k or self.settings.top_k, now)
+
+    def _judge(self, tenant: Tenant, question: str, call: str) -> Verdict | None:
+        """The tenant's cacheability verdict on a question (cache/cacheability.py), counted when flagged."""
+        # Not timed per call (a histogram observation costs more than a repeated question's check);
+        # `modelcache-svc policy-eval` measures it.
+        verdict = compiled(tenant.config.cacheability).judge(question)
+        if verdict is not None:
+            self.metrics.flagged(tenant.name, call, metric_class(verdict.klass), verdict.action.value)
+        return verdict
 
     def _chat_key(self, messages: Sequence[Message]) -> ChatKey:
         """chat_key(messages), remembered for recent short chats (a pure function of them)."""
@@ -332,11 +347,18 @@ class CacheCore:
             else:
                 del self._inflight[key]
 
-    async def insert(self, principal: Principal, scope: Scope, entries: Sequence[NewEntry]) -> list[str]:
+    async def insert(
+        self, principal: Principal, scope: Scope, entries: Sequence[NewEntry], refused: list[str] | None = None
+    ) -> list[str]:
+        """One id per entry; "" for an entry the cacheability policy refused. ``refused``, when given,
+        receives parallel to the ids the class that refused each entry ("" for a stored one)."""
         with self._admit(scope.tenant):
-            return await self._insert(principal, scope, entries)
+            return await self._insert(principal, scope, entries, refused)
 
-    async def _insert(self, principal: Principal, scope: Scope, entries: Sequence[NewEntry]) -> list[str]:
+    async def _insert(
+        self, principal: Principal, scope: Scope, entries: Sequence[NewEntry], refused: list[str] | None = None
+    ) -> list[str]:
+        refused = [] if refused is None else refused
         tenant = await self._scope(principal, scope)
         limits = self.settings.limits
         if not entries:
@@ -347,6 +369,7 @@ class CacheCore:
         rows: list[EntryRow] = []
         keys: list[ChatKey] = []
         embedders: list[EmbeddingBatcher] = []
+        stored: list[int] = []  # positions of the entries written
         for i, entry in enumerate(entries):
             try:
                 key = chat_key(entry.messages, limits)
@@ -357,8 +380,16 @@ class CacheCore:
                     raise InvalidArgument(f"ttl_seconds must be 0..{MAX_TTL_SECONDS}")
             except InvalidArgument as exc:
                 raise InvalidArgument(f"entries[{i}]: {exc.message}") from exc
+            verdict = self._judge(tenant, key.question, "insert")
+            refused.append(verdict.klass if verdict is not None and verdict.refused else "")
+            if refused[-1]:
+                continue
+            if verdict is not None and verdict.action is CacheabilityAction.SHORT_TTL:
+                short = compiled(tenant.config.cacheability).short_ttl_seconds
+                ttl = min(ttl, short) if ttl else short
             embedder = await self.embedders.for_text(tenant.config.embedding_model, key.question)
             embedders.append(embedder)
+            stored.append(i)
             keys.append(key)
             rows.append(
                 EntryRow(
@@ -377,6 +408,8 @@ class CacheCore:
                     last_hit_at=now,
                 )
             )
+        if not rows:
+            return [""] * len(entries)
         groups = _by_embedder(embedders)
         vectors = {e.model_id: await e.embed_many([keys[i].question for i in idx]) for e, idx in groups}
         # Scalar row first, then the vector: a vector without a row is never served.
@@ -404,7 +437,12 @@ class CacheCore:
         self.metrics.count(self.metrics.inserted, self.metrics.tenant_label(scope.tenant), amount=len(ids))
         if tenant.config.max_entries:
             await self._enforce_capacity(tenant)
-        return ids
+        if len(ids) == len(entries):
+            return ids
+        out = [""] * len(entries)
+        for position, entry_id in zip(stored, ids, strict=True):
+            out[position] = entry_id
+        return out
 
     async def _enforce_capacity(self, tenant: Tenant) -> int:
         lock = self._capacity_locks.setdefault(tenant.name, asyncio.Lock())

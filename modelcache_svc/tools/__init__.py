@@ -1,0 +1,1 @@
+"""Command-line tools beside the service: evaluation and benchmark helpers."""
