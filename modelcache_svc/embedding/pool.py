@@ -78,6 +78,10 @@ class EmbedderPool:
         self._by_name[name] = batcher
         return batcher
 
+    def add(self, name: str, embedder: Embedder) -> None:
+        """A model loaded ahead of its first use."""
+        self._by_name[name] = self._make_batcher(embedder)
+
     def loaded(self) -> list[EmbeddingBatcher]:
         return [self.default, *self._by_name.values()]
 
