@@ -43,6 +43,10 @@ EXACT_CACHE_TTL_S = 10.0
 # repeated chat, and normalising it again was a third of the core's time on one.
 CHAT_KEY_MEMO = 10_000
 CHAT_KEY_MEMO_MAX_CHARS = 4_096
+# Entries of one Insert get created_at (and last_hit_at) this far apart, and every stamp of this process is
+# later than the one before: FIFO and LRU ties among entries never hit fall to insertion order, not to the
+# random id. A microsecond stays distinct in a double at today's epoch (its step there is about 0.24 us).
+STAMP_STEP_S = 1e-6
 
 
 class CacheCore:
@@ -65,6 +69,8 @@ class CacheCore:
         self._pool = ThreadPoolExecutor(max_workers=settings.store_threads, thread_name_prefix="store")
         self.tenants = TenantRegistry(scalar, self._run, settings.admin_key, clock)
         self._hits: list[tuple[str, float]] = []
+        self._hits_lock = asyncio.Lock()  # one flush at a time: eviction waits for one already writing
+        self._last_stamp = float("-inf")
         self._key_memo: dict[tuple[Message, ...], ChatKey] = {}
         # Only when both stores are this process's own: a shared scalar store means other
         # replicas may change what the cache holds.
@@ -342,6 +348,7 @@ class CacheCore:
             raise InvalidArgument(f"too many entries: {len(entries)} > {limits.max_entries_per_insert} per call")
         embedder = await self.embedders.get(tenant.config.embedding_model)
         now = self._clock()
+        stamps = self._stamps(now, len(entries))
         rows: list[EntryRow] = []
         keys: list[ChatKey] = []
         for i, entry in enumerate(entries):
@@ -367,9 +374,9 @@ class CacheCore:
                     answer=answer,
                     metadata_json=json.dumps(metadata, ensure_ascii=False, sort_keys=True),
                     embed_model=embedder.model_id,
-                    created_at=now,
+                    created_at=stamps[i],
                     expires_at=now + ttl if ttl else None,
-                    last_hit_at=now,
+                    last_hit_at=stamps[i],
                 )
             )
         vectors = await embedder.embed_many([k.question for k in keys])
@@ -399,6 +406,13 @@ class CacheCore:
             await self._enforce_capacity(tenant)
         return ids
 
+    def _stamps(self, now: float, n: int) -> list[float]:
+        """n strictly increasing instants from now on, each later than any this process gave before."""
+        first = max(now, self._last_stamp + STAMP_STEP_S)
+        stamps = [first + i * STAMP_STEP_S for i in range(n)]
+        self._last_stamp = stamps[-1]
+        return stamps
+
     async def _enforce_capacity(self, tenant: Tenant) -> int:
         lock = self._capacity_locks.setdefault(tenant.name, asyncio.Lock())
         async with lock:
@@ -406,6 +420,7 @@ class CacheCore:
             excess = count - tenant.config.max_entries
             if excess <= 0:
                 return 0
+            await self._flush_hits()  # LRU and LFU read hit counts: every hit served so far must be in them
             victims = await self._run(
                 self.scalar.eviction_candidates, tenant.name, tenant.config.eviction_policy, excess
             )
@@ -636,13 +651,16 @@ class CacheCore:
                 log.exception("background maintenance failed; will retry")
 
     async def _flush_hits(self) -> None:
-        if not self._hits:
-            return
-        hits, self._hits = self._hits, []
-        try:
-            await self._run(self.scalar.record_hits, hits)
-        except Unavailable:
-            log.warning("could not record %d hits: scalar store unavailable", len(hits))
+        """Write the hits counted in memory. Returns once every hit counted before the call is written
+        (or given up on), including those a flush already under way took."""
+        async with self._hits_lock:
+            if not self._hits:
+                return
+            hits, self._hits = self._hits, []
+            try:
+                await self._run(self.scalar.record_hits, hits)
+            except Unavailable:
+                log.warning("could not record %d hits: scalar store unavailable", len(hits))
 
     async def expire(self) -> int:
         """Delete expired entries from both stores (queries already skip them)."""
