@@ -35,6 +35,9 @@ def _serve_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rerank-lexical-weight", type=float,
                    help="candidates above the threshold ranked by cosine + this x word-pair overlap "
                    "(default 0.15; 0 = off)")
+    p.add_argument("--question-vector-cache-size", type=int,
+                   help="recent question vectors remembered per model: a repeated paraphrase skips the model "
+                   "(default 10000; 0 = off)")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR")
     p.add_argument("--modelcache-compat-tenant", help="tenant served by POST /modelcache (default: default)")
 

@@ -70,6 +70,10 @@ class Metrics:
             "modelcache_query_log_dropped_total", "Query-log rows dropped (queue full or store down).", registry=r)
         self.querylog_written = Counter(
             "modelcache_query_log_written_total", "Query-log rows written.", registry=r)
+        self.question_vectors = Counter(
+            "modelcache_question_vector_memo_total",
+            "Semantic queries whose question vector was remembered (hit) or computed by the model (miss).",
+            ["result"], registry=r)
         self.ready = Gauge("modelcache_ready", "1 when the stores are reachable and the model is loaded.", registry=r)
 
     def tenant_label(self, tenant: str) -> str:

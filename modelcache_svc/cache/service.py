@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+import numpy as np
+
 from ..config import Settings
 from ..embedding.pool import EmbedderPool
 from ..errors import CacheError, InvalidArgument, ResourceExhausted, Unavailable
@@ -30,6 +32,7 @@ from .matching import guard_veto, lexical_overlap, resolve_threshold
 from .querylog import QueryLog, QueryLogRow
 from .tenants import ADMIN, Principal, TenantRegistry
 from ..embedding import EmbeddingBatcher
+from .vector_memo import VectorMemo
 from .types import EntryRow, MatchKind, Message, NewEntry, QueryResult, Scope, Tenant, TenantConfig
 
 log = logging.getLogger("modelcache_svc.cache")
@@ -76,6 +79,7 @@ class CacheCore:
         # replicas may change what the cache holds.
         local = getattr(vector, "is_lite", False) and settings.resolved_scalar_uri.startswith("sqlite:")
         self.exact_cache = ExactCache(settings.exact_cache_size, EXACT_CACHE_TTL_S if local else 0.0)
+        self.question_vectors = VectorMemo(settings.question_vector_cache_size)
         self._capacity_locks: dict[str, asyncio.Lock] = {}
         self._inflight: dict[str, int] = {}
         # Drivers time out on their own (store_timeout_s); this catches what they miss.
@@ -267,7 +271,7 @@ class CacheCore:
         self, embedder: EmbeddingBatcher, scope: Scope, key: ChatKey, threshold: float, top_k: int, now: float
     ) -> QueryResult:
         with self.metrics.timed("embed"):
-            vector = await embedder.embed(key.question)
+            vector = await self._embed_question(embedder, key.question)
         # Search and read in one trip to the pool (each stage still timed on its own).
         candidates, rows = await self._run(
             self._search_and_read, embedder.model_id, scope, key.context_hash, vector, top_k, threshold, now
@@ -300,6 +304,33 @@ class CacheCore:
         _, hit, row = best
         self._hits.append((row.id, now))
         return QueryResult(True, MatchKind.SEMANTIC, row.answer, row.id, min(hit.similarity, 1.0), row.question)
+
+    async def _embed_question(self, embedder: EmbeddingBatcher, question: str) -> Any:
+        """The question's vector: remembered for a question asked recently, else the model's."""
+        memo = self.question_vectors
+        if not memo.enabled:
+            return await embedder.embed(question)
+        vector = memo.get(embedder.model_id, question)
+        self.metrics.count(self.metrics.question_vectors, "hit" if vector is not None else "miss")
+        if vector is None:
+            vector = await embedder.embed(question)
+            memo.put(embedder.model_id, question, vector)
+        return vector
+
+    async def _embed_entries(self, embedder: EmbeddingBatcher, questions: list[str]) -> Any:
+        """Vectors of an Insert's questions; those just asked as queries (a write-back after a miss) are
+        remembered, the rest go to the model in one batch."""
+        known = [self.question_vectors.get(embedder.model_id, q) for q in questions]
+        todo = [i for i, v in enumerate(known) if v is None]
+        if len(todo) == len(questions):
+            return await embedder.embed_many(questions)
+        vectors = np.empty((len(questions), embedder.dim), dtype=np.float32)
+        for i, v in enumerate(known):
+            if v is not None:
+                vectors[i] = v
+        if todo:
+            vectors[todo] = await embedder.embed_many([questions[i] for i in todo])
+        return vectors
 
     def _search_and_read(
         self, embed_model: str, scope: Scope, context_hash: str, vector: Any, top_k: int, threshold: float,
@@ -379,7 +410,7 @@ class CacheCore:
                     last_hit_at=stamps[i],
                 )
             )
-        vectors = await embedder.embed_many([k.question for k in keys])
+        vectors = await self._embed_entries(embedder, [k.question for k in keys])
         # Scalar row first, then the vector: a vector without a row is never served.
         results = await self._run(self.scalar.upsert_entries, rows)
         ids = [entry_id for entry_id, _ in results]
