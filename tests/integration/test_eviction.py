@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from modelcache_svc.client import Entry
+from modelcache_svc.client import CacheClient, Entry
 from tests.servers import ThreadServer
 
 MODEL = "m1"
@@ -24,8 +24,8 @@ def question(i: int) -> str:
     return f"What is fact number {i} about topic {i * 7 % 13}?"
 
 
-def alive(c: object, questions: list[str]) -> set[str]:
-    return {q for q in questions if c.query("capped", MODEL, user(q), similarity_threshold=1.0).match == "exact"}  # type: ignore[attr-defined]
+def alive(c: CacheClient, questions: list[str]) -> set[str]:
+    return {q for q in questions if c.query("capped", MODEL, user(q), similarity_threshold=1.0).match == "exact"}
 
 
 @pytest.mark.parametrize("policy", ["lru", "lfu"])

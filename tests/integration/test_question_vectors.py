@@ -63,7 +63,8 @@ def test_a_write_back_after_a_miss_reuses_the_vector(server: ThreadServer) -> No
     with server.client() as c:
         assert c.query("default", MODEL, user(Q)).match == "miss"
         before = model_calls(server)
-        c.insert_many("default", MODEL, [Entry(user(Q), ANSWER), Entry(user("What is the boiling point of water?"), "100 C")])
+        entries = [Entry(user(Q), ANSWER), Entry(user("What is the boiling point of water?"), "100 C")]
+        c.insert_many("default", MODEL, entries)
         assert model_calls(server) == before + 1  # only the question never asked
         assert c.query("default", MODEL, user(PARAPHRASE)).answer == ANSWER
 
