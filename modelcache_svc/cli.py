@@ -133,7 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     # Benchmarks and evaluation live in their own modules; each adds its verb.
     from . import bench, evaluation
 
+    from .tools import repeat_bench
+
     bench.add_parser(sub)
+    repeat_bench.add_parser(sub)
     evaluation.add_parser(sub)
     return parser
 
@@ -256,6 +259,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             asyncio.run(serve(settings))
             return 0
+        if args.command == "bench-repeat":
+            from .tools import repeat_bench
+
+            return repeat_bench.run(args, environ)
         if args.command in ("bench", "eval"):
             from . import bench, evaluation
 

@@ -1,0 +1,1 @@
+"""Measurement and evaluation commands beside the service; nothing of the service imports them."""
