@@ -72,7 +72,7 @@ def run(args: argparse.Namespace, environ: dict[str, str]) -> int:
         raise errors.InvalidArgument("--entries >= 2, --queries >= 1, --clients >= 0, --duration > 0")
     environ = {**environ, "HF_HUB_OFFLINE": "1"}
     workload = bench.build_workload(args.entries, bench.find_eval_dir(args.eval_dir, environ))
-    paraphrases = [q for q, _ in workload.semantic][: args.queries + 1]
+    paraphrases = list(dict.fromkeys(q for q, _ in workload.semantic))[: args.queries + 1]  # each one fresh
     say = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr, flush=True))
     report: dict[str, Any] = {"config": {"entries": args.entries, "queries": len(paraphrases) - 1,
                                          "data": workload.source, "load_average_before": bench._loadavg()}}
