@@ -60,7 +60,9 @@ def build_core(settings: Settings, embedder: Embedder | None = None) -> CacheCor
             on_batch=metrics.embedding_batch,
         )
 
-    pool = EmbedderPool(batcher(embedder or load(settings.embedding_model)), load, batcher)
+    pool = EmbedderPool(
+        batcher(embedder or load(settings.embedding_model)), load, batcher, cjk_model=settings.embedding_model_cjk
+    )
     return CacheCore(settings, scalar, vector, pool, metrics=metrics)
 
 

@@ -79,6 +79,11 @@ class Metrics:
             "modelcache_question_vector_memo_total",
             "Semantic queries whose question vector was remembered (hit) or computed by the model (miss).",
             ["result"], registry=r)
+        self.uncacheable = Counter(
+            "modelcache_uncacheable_total",
+            "Questions the cacheability policy flagged, by tenant, call (query/insert), class "
+            "(user_specific, time_sensitive, pii, rule) and the action taken (refuse, allow, short_ttl).",
+            ["tenant", "call", "class", "action"], registry=r)
         self.ready = Gauge("modelcache_ready", "1 when the stores are reachable and the model is loaded.", registry=r)
 
     def tenant_label(self, tenant: str) -> str:
@@ -108,6 +113,12 @@ class Metrics:
             self.queries.labels(self.tenant_label(tenant), result).inc()
         except Exception:
             log.debug("metrics: query not recorded", exc_info=True)
+
+    def flagged(self, tenant: str, call: str, klass: str, action: str) -> None:
+        try:
+            self.uncacheable.labels(self.tenant_label(tenant), call, klass, action).inc()
+        except Exception:
+            log.debug("metrics: cacheability not recorded", exc_info=True)
 
     def stage(self, stage: str, seconds: float) -> None:
         try:

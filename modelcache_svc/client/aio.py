@@ -16,7 +16,7 @@ import grpc
 from ..transport.proto import pb_grpc
 from . import _calls as calls
 from ._base import BaseClient
-from ._calls import ApiKey, Call, ChatLike, Entry, Hit, ScopeStats, TenantInfo, translate
+from ._calls import ApiKey, Call, ChatLike, Entry, Hit, InsertedId, ScopeStats, TenantInfo, translate
 
 T = TypeVar("T")
 
@@ -86,13 +86,13 @@ class AsyncCacheClient(BaseClient):
         ttl_seconds: int = 0,
         metadata: Mapping[str, str] | None = None,
         timeout: float | None = None,
-    ) -> str:
+    ) -> InsertedId:
         entry = Entry(chat, answer, ttl_seconds, metadata or {})
         return (await self._run(calls.insert_many(tenant, model, [entry]), timeout))[0]
 
     async def insert_many(
         self, tenant: str, model: str, entries: Iterable[Entry], *, timeout: float | None = None
-    ) -> list[str]:
+    ) -> list[InsertedId]:
         return await self._run(calls.insert_many(tenant, model, entries), timeout)
 
     async def remove(self, tenant: str, model: str, ids: Sequence[str], *, timeout: float | None = None) -> int:

@@ -11,7 +11,7 @@ import grpc
 from ..transport.proto import pb_grpc
 from . import _calls as calls
 from ._base import BaseClient
-from ._calls import ApiKey, Call, ChatLike, Entry, Hit, ScopeStats, TenantInfo, translate
+from ._calls import ApiKey, Call, ChatLike, Entry, Hit, InsertedId, ScopeStats, TenantInfo, translate
 
 T = TypeVar("T")
 
@@ -73,13 +73,13 @@ class CacheClient(BaseClient):
         ttl_seconds: int = 0,
         metadata: Mapping[str, str] | None = None,
         timeout: float | None = None,
-    ) -> str:
+    ) -> InsertedId:
         entry = Entry(chat, answer, ttl_seconds, metadata or {})
         return self._run(calls.insert_many(tenant, model, [entry]), timeout)[0]
 
     def insert_many(
         self, tenant: str, model: str, entries: Iterable[Entry], *, timeout: float | None = None
-    ) -> list[str]:
+    ) -> list[InsertedId]:
         return self._run(calls.insert_many(tenant, model, entries), timeout)
 
     def remove(self, tenant: str, model: str, ids: Sequence[str], *, timeout: float | None = None) -> int:

@@ -19,6 +19,7 @@ from typing import Any, Protocol, TypeVar
 
 from ..cache.types import ApiKeyRecord, EntryRow, EvictionPolicy, Tenant, TenantConfig
 from ..errors import AlreadyExists
+from ..cache.cacheability import policy_from_dict, policy_to_dict
 from .migrations import Migration, table_prefix
 
 T = TypeVar("T")
@@ -115,6 +116,7 @@ def config_to_json(config: TenantConfig) -> str:
             "max_entries": config.max_entries,
             "eviction_policy": config.eviction_policy.value,
             "embedding_model": config.embedding_model,
+            "cacheability": policy_to_dict(config.cacheability),
         },
         sort_keys=True,
         ensure_ascii=False,
@@ -133,6 +135,7 @@ def config_from_json(text: Any) -> TenantConfig:
         max_entries=int(data.get("max_entries", default.max_entries)),
         eviction_policy=EvictionPolicy(data.get("eviction_policy", default.eviction_policy.value)),
         embedding_model=str(data.get("embedding_model", default.embedding_model)),
+        cacheability=policy_from_dict(data.get("cacheability")),
     )
 
 
@@ -240,12 +243,15 @@ class SQLScalarStore:
         if migration.version in self._applied_versions(cur):
             return False
         for statement in migration.statements:
-            cur.execute(statement)
+            self._migration_statement(cur, statement)
         cur.execute(
             self._q("INSERT INTO {schema_migrations} (version, applied_at) VALUES (?, ?)"),
             (migration.version, time.time()),
         )
         return True
+
+    def _migration_statement(self, cur: Cursor, statement: str) -> None:
+        cur.execute(statement)
 
     # -- tenants ------------------------------------------------------------------------
     def create_tenant(self, name: str, config: TenantConfig, created_at: float) -> Tenant:
@@ -522,17 +528,19 @@ class SQLScalarStore:
 
     # -- query log --------------------------------------------------------------------------
     def write_query_log(self, rows: Sequence[Any]) -> None:
-        """rows: objects with ts, tenant, model, match_kind, similarity, entry_id, latency_ms, error, request_id."""
+        """rows: objects with ts, tenant, model, match_kind, similarity, entry_id, latency_ms, error, request_id,
+        uncacheable."""
         if not rows:
             return
         sql = self._q(
-            "INSERT INTO {query_log} (ts, tenant, model, match_kind, similarity, entry_id, latency_ms, error, request_id)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            "INSERT INTO {query_log} (ts, tenant, model, match_kind, similarity, entry_id, latency_ms, error,"
+            " request_id, uncacheable) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         )
         params = [
             (
                 float(r.ts), r.tenant[:64], r.model[:128], r.match_kind[:16], float(r.similarity),
                 r.entry_id[:32] or None, float(r.latency_ms), r.error[:64] or None, r.request_id[:64] or None,
+                getattr(r, "uncacheable", "")[:40] or None,
             )
             for r in rows
         ]

@@ -1,1 +1,1 @@
-"""Measurement and evaluation commands beside the service; nothing of the service imports them."""
+"""Command-line tools beside the service: evaluation and benchmark helpers."""

@@ -127,7 +127,7 @@ def scope(args: Sequence[bytes]) -> Scope:
 
 
 def result_reply(result: QueryResult) -> Reply:
-    return {
+    reply: dict[str, Any] = {
         "hit": result.hit,
         "match": result.match.value,
         "answer": result.answer,
@@ -135,6 +135,10 @@ def result_reply(result: QueryResult) -> Reply:
         "similarity": float(result.similarity),
         "matched_question": result.matched_question,
     }
+    if result.uncacheable:
+        # Only then: the class that made this a miss (cacheability policy); other replies keep their shape.
+        reply["uncacheable"] = result.uncacheable
+    return reply
 
 
 # -- the commands; args[0] is the command name --------------------------------------------------
@@ -152,7 +156,8 @@ async def mc_query(core: CacheCore, principal: Principal, args: Sequence[bytes])
 
 
 async def mc_insert(core: CacheCore, principal: Principal, args: Sequence[bytes]) -> Reply:
-    """MC.INSERT tenant model messages-json answer [TTL s] [META json]"""
+    """MC.INSERT tenant model messages-json answer [TTL s] [META json]: the id, or nil when the
+    cacheability policy refused the chat (MC.QUERY on it says which class)."""
     where = scope(args)
     messages = parse_messages(args[3])
     answer = text(args[4], "answer")
@@ -162,7 +167,7 @@ async def mc_insert(core: CacheCore, principal: Principal, args: Sequence[bytes]
         raise InvalidArgument("TTL must not be negative")
     metadata = parse_metadata(opts["META"]) if "META" in opts else {}
     ids = await core.insert(principal, where, [NewEntry(tuple(messages), answer, ttl, metadata)])
-    return ids[0]
+    return ids[0] or None
 
 
 async def mc_remove(core: CacheCore, principal: Principal, args: Sequence[bytes]) -> Reply:
@@ -191,7 +196,8 @@ async def mc_get(core: CacheCore, principal: Principal, args: Sequence[bytes]) -
 
 
 async def mc_set(core: CacheCore, principal: Principal, args: Sequence[bytes]) -> Reply:
-    """MC.SET tenant model question answer [EX s]"""
+    """MC.SET tenant model question answer [EX s]: OK, or nil when the cacheability policy refused
+    the question (as SET NX answers nil when it stored nothing)."""
     where = scope(args)
     question = Message("user", text(args[3], "question"))
     answer = text(args[4], "answer")
@@ -199,8 +205,8 @@ async def mc_set(core: CacheCore, principal: Principal, args: Sequence[bytes]) -
     ttl = integer_arg(opts["EX"], "EX") if "EX" in opts else 0
     if ttl < 0:
         raise InvalidArgument("EX must not be negative")
-    await core.insert(principal, where, [NewEntry((question,), answer, ttl)])
-    return Simple("OK")
+    ids = await core.insert(principal, where, [NewEntry((question,), answer, ttl)])
+    return Simple("OK") if ids[0] else None
 
 
 # name -> (handler, arity, most arguments or 0 for no bound). Arity as Redis counts it, the name
