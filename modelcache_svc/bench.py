@@ -231,7 +231,10 @@ class ChildServer:
         env = {**environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
         args = [sys.executable, "-m", "modelcache_svc.cli", "serve", "--data-dir", str(data_dir),
                 "--host", "127.0.0.1", "--grpc-port", str(self.grpc_port), "--http-port", str(self.http_port),
-                "--resp-port", "0", "--admin-key", "", *extra]
+                "--resp-port", "0", "--admin-key", "",
+                # The semantic and miss kinds measure the model: each question is asked many times here, and a
+                # remembered vector would skip it. `bench-repeat` measures the repeated question.
+                "--question-vector-cache-size", "0", *extra]
         self._log = open(data_dir.parent / "server.log", "w+", encoding="utf-8")  # noqa: SIM115
         started = time.monotonic()
         self.proc = subprocess.Popen(args, env=env, stdout=self._log, stderr=subprocess.STDOUT, text=True)

@@ -38,6 +38,9 @@ def _serve_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rerank-lexical-weight", type=float,
                    help="candidates above the threshold ranked by cosine + this x word-pair overlap "
                    "(default 0.15; 0 = off)")
+    p.add_argument("--question-vector-cache-size", type=int,
+                   help="recent question vectors remembered per model: a repeated paraphrase skips the model "
+                   "(default 10000; 0 = off)")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR")
     p.add_argument("--modelcache-compat-tenant", help="tenant served by POST /modelcache (default: default)")
 
@@ -135,9 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Benchmarks and evaluation live in their own modules; each adds its verb.
     from . import bench, evaluation
-    from .tools import train
+    from .tools import repeat_bench, train
 
     bench.add_parser(sub)
+    repeat_bench.add_parser(sub)
     evaluation.add_parser(sub)
     train.add_parser(sub)
     policy_tool.add_parser(sub)
@@ -277,6 +281,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             asyncio.run(serve(settings))
             return 0
+        if args.command == "bench-repeat":
+            from .tools import repeat_bench
+
+            return repeat_bench.run(args, environ)
         if args.command == "policy-eval":
             from .tools import policy as policy_tool
 

@@ -59,6 +59,8 @@ class Settings:
     rerank_lexical_weight: float = 0.15
     top_k: int = 5
     exact_cache_size: int = 10_000
+    # Recent question vectors remembered per embedding model (a repeated paraphrase skips the model); 0 = off.
+    question_vector_cache_size: int = 10_000
     store_timeout_s: float = 5.0
     repair_on_start: bool = True  # a background pass that re-adds vectors lost to a crash
     max_concurrent_per_tenant: int = 256  # calls in flight per tenant; more -> RESOURCE_EXHAUSTED
@@ -111,6 +113,8 @@ class Settings:
             raise InvalidArgument("similarity_threshold must be in (0, 1]")
         if not 0.0 <= self.rerank_lexical_weight <= 1.0:
             raise InvalidArgument("rerank_lexical_weight must be in [0, 1]")
+        if self.question_vector_cache_size < 0:
+            raise InvalidArgument("question_vector_cache_size must be >= 0 (0 = off)")
         for name in ("grpc_port", "http_port", "resp_port"):
             port = getattr(self, name)
             if not 0 <= port <= 65535:

@@ -41,5 +41,6 @@ def configure(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("transformers", "urllib3", "pymilvus", "filelock"):
+    # faiss.loader (imported by Milvus Lite) logs its CPU-feature probing at INFO on every start, failures included.
+    for noisy in ("transformers", "urllib3", "pymilvus", "filelock", "faiss"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

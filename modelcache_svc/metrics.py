@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 from contextlib import contextmanager
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -32,6 +33,10 @@ class Metrics:
         r = self.registry = CollectorRegistry()
         self._tenants: set[str] = set()
         self._lock = threading.Lock()
+        # Labelled children looked up once: .labels() takes a lock and builds a key on every call, and the
+        # request and stage recorders run several times per call.
+        self._request_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        self._stage_children: dict[str, Any] = {}
         self.requests = Counter(
             "modelcache_requests_total", "Calls by transport, method and status code.",
             ["transport", "rpc", "code"], registry=r)
@@ -70,6 +75,10 @@ class Metrics:
             "modelcache_query_log_dropped_total", "Query-log rows dropped (queue full or store down).", registry=r)
         self.querylog_written = Counter(
             "modelcache_query_log_written_total", "Query-log rows written.", registry=r)
+        self.question_vectors = Counter(
+            "modelcache_question_vector_memo_total",
+            "Semantic queries whose question vector was remembered (hit) or computed by the model (miss).",
+            ["result"], registry=r)
         self.uncacheable = Counter(
             "modelcache_uncacheable_total",
             "Questions the cacheability policy flagged, by tenant, call (query/insert), class "
@@ -89,8 +98,13 @@ class Metrics:
     # Each recorder swallows its own failures.
     def request(self, transport: str, rpc: str, code: str, seconds: float) -> None:
         try:
-            self.requests.labels(transport, rpc, code).inc()
-            self.request_seconds.labels(transport, rpc).observe(seconds)
+            key = (transport, rpc, code)
+            children = self._request_children.get(key)
+            if children is None:
+                children = (self.requests.labels(transport, rpc, code), self.request_seconds.labels(transport, rpc))
+                self._request_children[key] = children
+            children[0].inc()
+            children[1].observe(seconds)
         except Exception:
             log.debug("metrics: request not recorded", exc_info=True)
 
@@ -108,7 +122,10 @@ class Metrics:
 
     def stage(self, stage: str, seconds: float) -> None:
         try:
-            self.stage_seconds.labels(stage).observe(seconds)
+            child = self._stage_children.get(stage)
+            if child is None:
+                child = self._stage_children[stage] = self.stage_seconds.labels(stage)
+            child.observe(seconds)
         except Exception:
             log.debug("metrics: stage not recorded", exc_info=True)
 

@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+import numpy as np
+
 from ..config import Settings
 from ..embedding.pool import EmbedderPool
 from ..errors import CacheError, InvalidArgument, ResourceExhausted, Unavailable
@@ -31,6 +33,7 @@ from .matching import guard_veto, lexical_overlap, resolve_threshold
 from .querylog import QueryLog, QueryLogRow
 from .tenants import ADMIN, Principal, TenantRegistry
 from ..embedding import EmbeddingBatcher
+from .vector_memo import VectorMemo
 from .types import CacheabilityAction, EntryRow, MatchKind, Message, NewEntry, QueryResult, Scope, Tenant, TenantConfig
 
 log = logging.getLogger("modelcache_svc.cache")
@@ -44,6 +47,10 @@ EXACT_CACHE_TTL_S = 10.0
 # repeated chat, and normalising it again was a third of the core's time on one.
 CHAT_KEY_MEMO = 10_000
 CHAT_KEY_MEMO_MAX_CHARS = 4_096
+# Entries of one Insert get created_at (and last_hit_at) this far apart, and every stamp of this process is
+# later than the one before: FIFO and LRU ties among entries never hit fall to insertion order, not to the
+# random id. A microsecond stays distinct in a double at today's epoch (its step there is about 0.24 us).
+STAMP_STEP_S = 1e-6
 
 
 class CacheCore:
@@ -66,11 +73,14 @@ class CacheCore:
         self._pool = ThreadPoolExecutor(max_workers=settings.store_threads, thread_name_prefix="store")
         self.tenants = TenantRegistry(scalar, self._run, settings.admin_key, clock)
         self._hits: list[tuple[str, float]] = []
+        self._hits_lock = asyncio.Lock()  # one flush at a time: eviction waits for one already writing
+        self._last_stamp = float("-inf")
         self._key_memo: dict[tuple[Message, ...], ChatKey] = {}
         # Only when both stores are this process's own: a shared scalar store means other
         # replicas may change what the cache holds.
         local = getattr(vector, "is_lite", False) and settings.resolved_scalar_uri.startswith("sqlite:")
         self.exact_cache = ExactCache(settings.exact_cache_size, EXACT_CACHE_TTL_S if local else 0.0)
+        self.question_vectors = VectorMemo(settings.question_vector_cache_size)
         self._capacity_locks: dict[str, asyncio.Lock] = {}
         self._inflight: dict[str, int] = {}
         # Drivers time out on their own (store_timeout_s); this catches what they miss.
@@ -276,7 +286,7 @@ class CacheCore:
         self, embedder: EmbeddingBatcher, scope: Scope, key: ChatKey, threshold: float, top_k: int, now: float
     ) -> QueryResult:
         with self.metrics.timed("embed"):
-            vector = await embedder.embed(key.question)
+            vector = await self._embed_question(embedder, key.question)
         # Search and read in one trip to the pool (each stage still timed on its own).
         # Thresholds and reported similarities are on one scale for every model (FolderOptions).
         candidates, rows = await self._run(
@@ -312,6 +322,33 @@ class CacheCore:
         _, hit, row = best
         self._hits.append((row.id, now))
         return QueryResult(True, MatchKind.SEMANTIC, row.answer, row.id, embedder.reported(hit.similarity), row.question)
+
+    async def _embed_question(self, embedder: EmbeddingBatcher, question: str) -> Any:
+        """The question's vector: remembered for a question asked recently, else the model's."""
+        memo = self.question_vectors
+        if not memo.enabled:
+            return await embedder.embed(question)
+        vector = memo.get(embedder.model_id, question)
+        self.metrics.count(self.metrics.question_vectors, "hit" if vector is not None else "miss")
+        if vector is None:
+            vector = await embedder.embed(question)
+            memo.put(embedder.model_id, question, vector)
+        return vector
+
+    async def _embed_entries(self, embedder: EmbeddingBatcher, questions: list[str]) -> Any:
+        """Vectors of an Insert's questions; those just asked as queries (a write-back after a miss) are
+        remembered, the rest go to the model in one batch."""
+        known = [self.question_vectors.get(embedder.model_id, q) for q in questions]
+        todo = [i for i, v in enumerate(known) if v is None]
+        if len(todo) == len(questions):
+            return await embedder.embed_many(questions)
+        vectors = np.empty((len(questions), embedder.dim), dtype=np.float32)
+        for i, v in enumerate(known):
+            if v is not None:
+                vectors[i] = v
+        if todo:
+            vectors[todo] = await embedder.embed_many([questions[i] for i in todo])
+        return vectors
 
     def _search_and_read(
         self, embed_model: str, scope: Scope, context_hash: str, vector: Any, top_k: int, threshold: float,
@@ -366,6 +403,7 @@ class CacheCore:
         if len(entries) > limits.max_entries_per_insert:
             raise InvalidArgument(f"too many entries: {len(entries)} > {limits.max_entries_per_insert} per call")
         now = self._clock()
+        stamps = self._stamps(now, len(entries))
         rows: list[EntryRow] = []
         keys: list[ChatKey] = []
         embedders: list[EmbeddingBatcher] = []
@@ -403,15 +441,15 @@ class CacheCore:
                     answer=answer,
                     metadata_json=json.dumps(metadata, ensure_ascii=False, sort_keys=True),
                     embed_model=embedder.model_id,
-                    created_at=now,
+                    created_at=stamps[i],
                     expires_at=now + ttl if ttl else None,
-                    last_hit_at=now,
+                    last_hit_at=stamps[i],
                 )
             )
         if not rows:
             return [""] * len(entries)
         groups = _by_embedder(embedders)
-        vectors = {e.model_id: await e.embed_many([keys[i].question for i in idx]) for e, idx in groups}
+        vectors = {e.model_id: await self._embed_entries(e, [keys[i].question for i in idx]) for e, idx in groups}
         # Scalar row first, then the vector: a vector without a row is never served.
         results = await self._run(self.scalar.upsert_entries, rows)
         ids = [entry_id for entry_id, _ in results]
@@ -444,6 +482,13 @@ class CacheCore:
             out[position] = entry_id
         return out
 
+    def _stamps(self, now: float, n: int) -> list[float]:
+        """n strictly increasing instants from now on, each later than any this process gave before."""
+        first = max(now, self._last_stamp + STAMP_STEP_S)
+        stamps = [first + i * STAMP_STEP_S for i in range(n)]
+        self._last_stamp = stamps[-1]
+        return stamps
+
     async def _enforce_capacity(self, tenant: Tenant) -> int:
         lock = self._capacity_locks.setdefault(tenant.name, asyncio.Lock())
         async with lock:
@@ -451,6 +496,7 @@ class CacheCore:
             excess = count - tenant.config.max_entries
             if excess <= 0:
                 return 0
+            await self._flush_hits()  # LRU and LFU read hit counts: every hit served so far must be in them
             victims = await self._run(
                 self.scalar.eviction_candidates, tenant.name, tenant.config.eviction_policy, excess
             )
@@ -691,13 +737,16 @@ class CacheCore:
                 log.exception("background maintenance failed; will retry")
 
     async def _flush_hits(self) -> None:
-        if not self._hits:
-            return
-        hits, self._hits = self._hits, []
-        try:
-            await self._run(self.scalar.record_hits, hits)
-        except Unavailable:
-            log.warning("could not record %d hits: scalar store unavailable", len(hits))
+        """Write the hits counted in memory. Returns once every hit counted before the call is written
+        (or given up on), including those a flush already under way took."""
+        async with self._hits_lock:
+            if not self._hits:
+                return
+            hits, self._hits = self._hits, []
+            try:
+                await self._run(self.scalar.record_hits, hits)
+            except Unavailable:
+                log.warning("could not record %d hits: scalar store unavailable", len(hits))
 
     async def expire(self) -> int:
         """Delete expired entries from both stores (queries already skip them)."""

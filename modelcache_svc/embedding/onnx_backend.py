@@ -20,10 +20,15 @@ exported model); otherwise transformers' tokenizer is used as before.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
+import logging
 import os
 import threading
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +54,36 @@ _PROBES = (
 )
 # torch's exporter keeps global state: one export at a time in a process.
 _EXPORT_LOCK = threading.Lock()
+log = logging.getLogger("modelcache_svc.embedding")
+# Loggers of the exporter and onnxruntime's fuser: each step logged at INFO ("Fused Gelu: 6").
+_EXPORT_LOGGERS = ("transformers", "torch", "torch.onnx", "onnx_model", "onnx_model_bert", "fusion_base",
+                   "fusion_utils", "onnxruntime")
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """The one-time export says nothing: no tracer or exporter warnings, no "Loading weights" progress, no
+    fuser log lines, no stray prints (the service's log handler keeps its own stream and still writes).
+    Warning filters and sys.stdout/stderr are process-wide: for the export's few seconds, other threads'
+    warnings and bare prints are dropped too (logs are not)."""
+    loggers = [logging.getLogger(name) for name in _EXPORT_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    progress = os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS")
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    try:
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+        if progress is None:
+            os.environ.pop("HF_HUB_DISABLE_PROGRESS_BARS", None)
+        else:
+            os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = progress
 
 
 def _fingerprint(source: Path) -> str:
@@ -65,9 +100,16 @@ def export_onnx(source: Path, target: Path) -> None:
     """Export mean-pooled, normalised sentence embeddings of a transformers folder."""
     import torch
     from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
-    tokenizer = AutoTokenizer.from_pretrained(str(source))
-    model = AutoModel.from_pretrained(str(source), attn_implementation="eager", dtype=torch.float32).eval()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # "Loading weights 0/103 ..."
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(source))
+        model = AutoModel.from_pretrained(str(source), attn_implementation="eager", dtype=torch.float32).eval()
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
 
     class Pooled(torch.nn.Module):
         def __init__(self, inner: torch.nn.Module) -> None:
@@ -194,10 +236,14 @@ class OnnxEmbedder(ModelInfo):
         fp32 = folder / "model.onnx"
         path = folder / "model.int8.onnx" if int8 else fp32
         with _EXPORT_LOCK:
-            if not fp32.exists():
-                export_onnx(source, fp32)
-            if int8 and not path.exists():
-                quantise(fp32, path)
+            if not fp32.exists() or (int8 and not path.exists()):
+                log.info("exporting the embedding model %s to ONNX once (about 10-40 s); later starts reuse %s",
+                         model_id, folder)
+            with _quiet():
+                if not fp32.exists():
+                    export_onnx(source, fp32)
+                if int8 and not path.exists():
+                    quantise(fp32, path)
         (folder / "source.json").write_text(json.dumps({"source": str(source), "model_id": model_id}))
         self._max_len = min(max_seq_length, _model_max_length(source, max_seq_length))
         self._fast = _checked_fast_tokenizer(source, folder, self._max_len)
@@ -206,7 +252,8 @@ class OnnxEmbedder(ModelInfo):
         if fused and not int8:
             with _EXPORT_LOCK:
                 probes = [self._feed(list(_PROBES[:6])), self._feed(list(_PROBES[6:]))]
-                path = _fused_checked(fp32, folder, source, probes) or fp32
+                with _quiet():
+                    path = _fused_checked(fp32, folder, source, probes) or fp32
         self.path = path
         options = FolderOptions(source)
         self._prefix, self._scale = options.prefix, options.similarity_scale

@@ -87,7 +87,8 @@ class ScalarStore(Protocol):
         """(id, model) of the n rows of the tenant to evict first under policy.
 
         LRU: oldest last_hit_at first; LFU: lowest hit_count first, then
-        oldest last_hit_at; FIFO: oldest created_at first. Ties by id.
+        oldest last_hit_at; FIFO: oldest created_at first. Ties by id (the core
+        stamps the entries of one Insert strictly increasing, so ties are rare).
         """
         ...
 

@@ -9,6 +9,7 @@ INVALID_ARGUMENT instead of the runtime's INTERNAL.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 import uuid
@@ -76,22 +77,28 @@ def _safe_deserializer(cls: type[Message]) -> Callable[[bytes], Any]:
     return deserialize
 
 
-def request_id_of(context: grpc.aio.ServicerContext) -> str:
-    """The caller's x-request-id (bounded, printable), or a fresh one."""
-    for key, value in context.invocation_metadata() or ():
-        if key == "x-request-id" and isinstance(value, str):
-            cleaned = "".join(ch for ch in value[:64] if ch.isprintable())
-            if cleaned:
-                return cleaned
-    return uuid.uuid4().hex
+# A fresh request id: 32 hex digits like a uuid4's, unique within this process and across processes (a
+# random prefix, then a counter). uuid4 per call read the kernel's random source on every call.
+_ID_PREFIX = uuid.uuid4().hex[:16]
+_id_counter = itertools.count(1)
 
 
-def _bearer(context: grpc.aio.ServicerContext) -> str | None:
+def new_request_id() -> str:
+    return f"{_ID_PREFIX}{next(_id_counter) & 0xFFFF_FFFF_FFFF_FFFF:016x}"
+
+
+def call_metadata(context: grpc.aio.ServicerContext) -> tuple[str, str | None]:
+    """(the caller's x-request-id, bounded and printable, or a fresh one; the bearer token or None),
+    in one pass over the call's metadata."""
+    rid = ""
+    token: str | None = None
     for key, value in context.invocation_metadata() or ():
-        if key == "authorization" and isinstance(value, str):
-            scheme, _, token = value.partition(" ")
-            return token.strip() if scheme.lower() == "bearer" else value.strip()
-    return None
+        if key == "x-request-id" and not rid and isinstance(value, str):
+            rid = "".join(ch for ch in value[:64] if ch.isprintable())
+        elif key == "authorization" and token is None and isinstance(value, str):
+            scheme, _, rest = value.partition(" ")
+            token = rest.strip() if scheme.lower() == "bearer" else value.strip()
+    return rid or new_request_id(), token
 
 
 Handler = Callable[..., Awaitable[Message]]
@@ -108,12 +115,12 @@ class GrpcFrontEnd:
         async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Message:
             start = time.perf_counter()
             code = grpc.StatusCode.OK
-            rid = request_id_of(context)
+            rid, token = call_metadata(context)
             context.set_trailing_metadata((("x-request-id", rid),))
             try:
                 if isinstance(request, _Undecodable):
                     raise errors.InvalidArgument(f"request could not be decoded: {request.reason}")
-                principal = await core.tenants.authenticate(_bearer(context))
+                principal = await core.tenants.authenticate(token)
                 return await fn(request, principal, rid)
             except errors.CacheError as exc:
                 code = status_of(exc)

@@ -82,3 +82,17 @@ def test_gptcache_threshold_mapping() -> None:
     # SearchDistanceEvaluation over L2 of unit vectors: t means cosine >= 2t - 1.
     assert gptcache_threshold(0.80) == pytest.approx(0.90)
     assert gptcache_threshold(0.60) == pytest.approx(0.80)
+
+
+def test_bench_repeat_compares_a_fresh_and_a_repeated_paraphrase(capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli.main(["bench-repeat", "--entries", "40", "--queries", "8", "--clients", "2", "--duration", "0.5",
+                     "--json"])
+    out = capsys.readouterr().out
+    assert code == 0
+    r = json.loads(out)
+    one = r["one_client"]
+    assert one["queries"] == 8 and one["same_outcome"] == 8  # the remembered vector gives the same answer
+    assert one["fresh"]["p50_ms"] > 0 and one["repeated"]["p50_ms"] > 0
+    # Each paraphrase went to the model once (its first ask), never on the second.
+    assert one["server"]["embedding_texts"] == 8 + 1  # and the channel's warm-up question
+    assert r["repeated_clients"]["calls"] > 0 and r["repeated_clients"]["server"]["embedding_batches"] == 0

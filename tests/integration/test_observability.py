@@ -78,7 +78,10 @@ def test_metrics_count_exactly_what_a_scripted_sequence_caused(make_server: Call
     assert sample(text, "modelcache_stage_duration_seconds_count", stage="embed") == 4
     assert sample(text, "modelcache_stage_duration_seconds_count", stage="exact_lookup") == 7
     assert sample(text, "modelcache_stage_duration_seconds_count", stage="total") == 7
-    assert sample(text, "modelcache_embedding_batch_size_count") == 5
+    # The model: the insert, the paraphrase once (asked again, its vector is remembered), the 2 misses.
+    assert sample(text, "modelcache_embedding_batch_size_count") == 4
+    assert sample(text, "modelcache_question_vector_memo_total", result="hit") == 1
+    assert sample(text, "modelcache_question_vector_memo_total", result="miss") == 3
     assert "modelcache_query_log_queue_depth" in text
 
 

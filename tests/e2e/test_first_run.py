@@ -1,0 +1,34 @@
+"""The first start of `modelcache-svc serve`, as a new user sees it: the one-time ONNX export says one line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.servers import ProcessServer
+
+
+def test_first_start_exports_the_model_in_one_log_line(tmp_path: Path) -> None:
+    cache = tmp_path / "onnx"  # nothing exported yet
+    args = ["--data-dir", str(tmp_path / "data"), "--http-port", "0", "--resp-port", "0"]
+    server = ProcessServer(args, env={"MODELCACHE_MODEL_CACHE_DIR": str(cache)})
+    try:
+        with server.client() as c:
+            assert not c.query("default", "m1", [{"role": "user", "content": "Is it up?"}]).hit
+    finally:
+        server.terminate()
+    assert (next(cache.iterdir()) / "model.onnx").exists()
+    lines = [line for line in server.output.splitlines() if line.strip()]
+    stray = [line for line in lines if not line.startswith("{") and not line.startswith("modelcache-svc ready")]
+    assert stray == [], "output that is not a JSON log line:\n" + "\n".join(stray[:20])
+    events = [json.loads(line) for line in lines if line.startswith("{")]
+    export = [e for e in events if "ONNX" in e["msg"]]
+    assert len(export) == 1 and "once" in export[0]["msg"], export
+    # Nothing of the exporter, the fuser or faiss's loader in the logs either.
+    assert [e for e in events if e["logger"].split(".")[0] not in ("modelcache_svc", "milvus_lite")] == []
+    assert not any(word in line for line in lines for word in ("Warning", "Traceback", "Loading weights"))
+
+    # A second start reuses the export and says nothing of it.
+    again = ProcessServer(args, env={"MODELCACHE_MODEL_CACHE_DIR": str(cache)})
+    again.terminate()
+    assert "ONNX" not in again.output
