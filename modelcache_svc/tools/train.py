@@ -309,7 +309,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--prefix", default=None, help="text put before every question (default: the folder's prompt)")
     p.add_argument("--holdout", type=int, default=2000,
                    help="pairs kept out of training to fit the similarity scale (modelcache.json); 0 = none")
-    p.add_argument("--half", action="store_true", help="store the weights in fp16 (a folder to commit)")
+    p.add_argument("--half", action="store_true", help="store the weights in fp16")
+    p.add_argument("--pack", type=Path, default=None, metavar="DIR",
+                   help="also write the overlay of the trained weights over --base into DIR (what changed, fp16; "
+                   "modelcache_svc/models/NAME makes it packaged:NAME)")
     p.add_argument("--fit-scale-only", action="store_true",
                    help="no training: fit --base's similarity scale on --holdout pairs into OUT/modelcache.json")
     p.add_argument("--json", action="store_true", help="print the provenance record as JSON, no progress bar")
@@ -355,6 +358,10 @@ def run(args: argparse.Namespace) -> int:
         quiet=args.json,
         command=sys.argv,
     )
+    if args.pack:
+        from ..embedding.overlay import pack
+
+        record["overlay"] = pack(args.out, args.base, args.pack)
     if args.json:
         print(json.dumps(record, ensure_ascii=False, sort_keys=True))
     else:

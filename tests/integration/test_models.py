@@ -79,8 +79,9 @@ def test_train_writes_a_folder_that_loads(tmp_path: Path) -> None:
     ] * 8
     pairs.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     out = tmp_path / "tuned"
+    overlay = tmp_path / "overlay" / "tuned-test"
     code = main(["train", "--pairs", str(pairs), "--out", str(out), "--max-steps", "2", "--batch-size", "8",
-                 "--holdout", "6", "--json"])
+                 "--holdout", "6", "--pack", str(overlay), "--json"])
     assert code == 0
     record = json.loads((out / "modelcache_train.json").read_text())
     assert record["steps"] == 2 and record["seed"] == 0 and record["held_out_pairs"] == 6
@@ -91,6 +92,16 @@ def test_train_writes_a_folder_that_loads(tmp_path: Path) -> None:
     torch_ = load_embedder("torch", str(out))
     a, b = onnx.encode(["capital city of France?"]), torch_.encode(["capital city of France?"])
     assert onnx.model_id == "tuned" and float(np.dot(a[0], b[0])) > 0.9999
+    # The overlay holds only what training changed (the word embeddings stay frozen), in fp16, and makes
+    # the same model again on top of the packaged base.
+    from modelcache_svc.embedding.overlay import materialise
+
+    manifest = json.loads((overlay / "overlay.json").read_text())
+    assert manifest["base"] == "packaged:all-MiniLM-L6-v2" and 0 < manifest["parameters"] < 12_000_000
+    rebuilt = materialise(overlay, tmp_path / "cache" / "models")
+    assert json.loads((rebuilt / "modelcache.json").read_text()) == options
+    again = load_embedder("onnx", str(rebuilt), cache_dir=tmp_path / "onnx").encode(["capital city of France?"])
+    assert float(np.dot(a[0], again[0])) > 0.999
     # Training on the shared eval files is refused.
     held = tmp_path / "shared" / "eval"
     held.mkdir(parents=True)
