@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import Embedder, is_use_spec, model_cache_root, resolve_model
+from .base import Embedder, is_use_spec
 from .batcher import EmbeddingBatcher
+from .models import model_cache_root, resolve_model
 
 
 def load_embedder(

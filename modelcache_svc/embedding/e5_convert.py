@@ -105,7 +105,7 @@ def convert(target: Path, source: Path | None = None) -> Path:
     if int(r.take("i")) != _QK:
         raise ValueError("unexpected quantisation block size")
     n_pieces = int(r.take("i"))
-    bos, eos, pad, unk = (int(r.take("i")) for _ in range(4))
+    _bos, _eos, pad, unk = (int(r.take("i")) for _ in range(4))
     blob_len = int(r.take("Q"))
     offsets = r.array("<u4", n_pieces + 1)
     scores = r.array("<f4", n_pieces)
@@ -122,8 +122,9 @@ def convert(target: Path, source: Path | None = None) -> Path:
         r.at += length
         dtype = data[r.at]
         r.at += 1
-        count, offset, nbytes = int(r.take("I")), int(r.take("Q")), int(r.take("Q"))
-        tensors[name] = (dtype, count, offset if nbytes else offset)
+        count, offset = int(r.take("I")), int(r.take("Q"))
+        r.take("Q")  # its byte length: implied by dtype and count
+        tensors[name] = (dtype, count, offset)
 
     def plain(name: str) -> np.ndarray:
         dtype, count, offset = tensors[name]
@@ -179,7 +180,7 @@ def convert(target: Path, source: Path | None = None) -> Path:
     }
     _write_json(partial / "config.json", config)
     kept_pieces = [(pieces[i], float(scores[i])) for i in keep]
-    _write_json(partial / "tokenizer.json", _tokenizer_json(kept_pieces, norm, unk=3))
+    _write_json(partial / "tokenizer.json", _tokenizer_json(kept_pieces, norm, unk=keep.index(unk)))
     _write_json(partial / "tokenizer_config.json", {
         "tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": 512,
         "bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>",

@@ -30,11 +30,14 @@ def is_overlay(folder: Path) -> bool:
     return (folder / MANIFEST).is_file() and (folder / WEIGHTS).is_file()
 
 
-def materialise(overlay: Path, cache_dir: Path) -> Path:
-    """The full model folder for an overlay, made in cache_dir on first use; returns it."""
-    from safetensors.numpy import load_file, save_file
+def base_of(overlay: Path) -> str:
+    """The model spec the overlay applies to (``packaged:all-MiniLM-L6-v2``, ...)."""
+    return str(json.loads((overlay / MANIFEST).read_text(encoding="utf-8"))["base"])
 
-    from .base import resolve_model
+
+def materialise(overlay: Path, base: Path, cache_dir: Path) -> Path:
+    """The full model folder for an overlay over the base folder, made in cache_dir on first use."""
+    from safetensors.numpy import load_file, save_file
 
     digest = hashlib.sha256(f"v{OVERLAY_VERSION}".encode())
     for name in (MANIFEST, WEIGHTS, *CARRIED):
@@ -44,9 +47,6 @@ def materialise(overlay: Path, cache_dir: Path) -> Path:
     target = cache_dir / f"{overlay.name}-{digest.hexdigest()[:12]}"
     if (target / "model.safetensors").is_file():
         return target
-    manifest = json.loads((overlay / MANIFEST).read_text(encoding="utf-8"))
-    _, base = resolve_model(str(manifest["base"]), cache_dir.parent)
-    base = Path(base)
     partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     shutil.rmtree(partial, ignore_errors=True)
     shutil.copytree(base, partial, ignore=shutil.ignore_patterns("model.safetensors", "pytorch_model.bin", "*.onnx"))
@@ -67,14 +67,12 @@ def materialise(overlay: Path, cache_dir: Path) -> Path:
     return target
 
 
-def pack(trained: Path, base: str, out: Path) -> dict[str, object]:
-    """Write the overlay of a trained folder over its base into ``out``: the tensors that differ, fp16."""
+def pack(trained: Path, base: str, base_folder: Path, out: Path) -> dict[str, object]:
+    """Write the overlay of a trained folder over its base (spec and folder) into ``out``: the tensors
+    that differ, in fp16."""
     from safetensors.numpy import load_file, save_file
 
-    from .base import resolve_model
-
-    _, base_folder = resolve_model(base)
-    before = load_file(str(Path(base_folder) / "model.safetensors"))
+    before = load_file(str(base_folder / "model.safetensors"))
     after = load_file(str(trained / "model.safetensors"))
     changed = {
         key: value.astype(np.float16)

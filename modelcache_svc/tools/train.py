@@ -95,7 +95,7 @@ def train(
     from sentence_transformers import SentenceTransformer
     from tqdm import tqdm
 
-    from ..embedding.base import resolve_model
+    from ..embedding.models import resolve_model
 
     started = time.time()
     random.seed(seed)
@@ -321,7 +321,7 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     files = [path for group in args.pairs for path in group]
     if args.fit_scale_only:
-        from ..embedding.base import resolve_model
+        from ..embedding.models import resolve_model
 
         _, source = resolve_model(args.base)
         pairs = [p for path in files for p in read_pairs(path)]
@@ -359,9 +359,11 @@ def run(args: argparse.Namespace) -> int:
         command=sys.argv,
     )
     if args.pack:
+        from ..embedding.models import resolve_model
         from ..embedding.overlay import pack
 
-        record["overlay"] = pack(args.out, args.base, args.pack)
+        _, base_folder = resolve_model(args.base)
+        record["overlay"] = pack(args.out, args.base, Path(base_folder), args.pack)
     if args.json:
         print(json.dumps(record, ensure_ascii=False, sort_keys=True))
     else:

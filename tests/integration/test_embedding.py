@@ -12,7 +12,7 @@ import pytest
 
 from modelcache_svc.embedding import EmbeddingBatcher, load_embedder
 from modelcache_svc.embedding.onnx_backend import OnnxEmbedder
-from modelcache_svc.embedding.base import resolve_model
+from modelcache_svc.embedding.models import resolve_model
 
 MODEL = "packaged:all-MiniLM-L6-v2"
 TEXTS = [

@@ -12,7 +12,7 @@ import pytest
 
 from modelcache_svc.cli import main
 from modelcache_svc.embedding import load_embedder
-from modelcache_svc.embedding.base import resolve_model
+from modelcache_svc.embedding.models import resolve_model
 from tests.servers import ThreadServer
 
 CJK_PROBES = ["孕妇可以吃螃蟹吗？", "如何在 Python 中反转列表？", "開初婚未育證明怎麼弄", "こんにちは世界", "한국어 문장입니다"]
@@ -98,7 +98,8 @@ def test_train_writes_a_folder_that_loads(tmp_path: Path) -> None:
 
     manifest = json.loads((overlay / "overlay.json").read_text())
     assert manifest["base"] == "packaged:all-MiniLM-L6-v2" and 0 < manifest["parameters"] < 12_000_000
-    rebuilt = materialise(overlay, tmp_path / "cache" / "models")
+    _, base = resolve_model("packaged:all-MiniLM-L6-v2")
+    rebuilt = materialise(overlay, Path(base), tmp_path / "cache" / "models")
     assert json.loads((rebuilt / "modelcache.json").read_text()) == options
     again = load_embedder("onnx", str(rebuilt), cache_dir=tmp_path / "onnx").encode(["capital city of France?"])
     assert float(np.dot(a[0], again[0])) > 0.999
