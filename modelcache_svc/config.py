@@ -11,25 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InvalidArgument
+from .limits import Limits, check_tenant_name
 
 ENV_PREFIX = "MODELCACHE_"
 DEFAULT_MODEL = "packaged:all-MiniLM-L6-v2"
 DEFAULT_CJK_MODEL = "packaged:multilingual-e5-small"
 DEFAULT_SIMILARITY_THRESHOLD = 0.80
 EMBEDDING_BACKENDS = ("onnx", "onnx-int8", "torch", "text2vec")
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_messages: int = 64
-    max_content_chars: int = 32_768
-    max_answer_chars: int = 262_144
-    max_entries_per_insert: int = 256
-    max_ids_per_remove: int = 1_000
-    max_metadata_items: int = 32
-    max_metadata_chars: int = 4_096
-    max_top_k: int = 50
-    max_message_bytes: int = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -125,8 +113,6 @@ class Settings:
             raise InvalidArgument(f"embedding_backend must be one of {', '.join(EMBEDDING_BACKENDS)}")
         if self.top_k < 1 or self.top_k > self.limits.max_top_k:
             raise InvalidArgument(f"top_k must be 1..{self.limits.max_top_k}")
-        from .cache.keys import check_tenant_name  # here: cache.keys imports this module
-
         try:
             check_tenant_name(self.modelcache_compat_tenant)
         except InvalidArgument as exc:

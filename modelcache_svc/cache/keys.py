@@ -17,13 +17,12 @@ import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from ..config import Limits
 from ..errors import InvalidArgument
+from ..limits import Limits
+from ..limits import show as _show
 from .types import ROLES, Message
 
 # ASCII only: unicode look-alikes of these characters are refused, not folded.
-TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", re.ASCII)
-MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$", re.ASCII)
 ENTRY_ID = re.compile(r"^[0-9a-f]{32}$", re.ASCII)
 
 _HSPACE = re.compile(r"[^\S\n]+")
@@ -36,22 +35,6 @@ class ChatKey:
     question: str
     exact_key: str
     messages: tuple[Message, ...]
-
-
-def check_tenant_name(name: object) -> str:
-    if not isinstance(name, str) or not TENANT_NAME.match(name):
-        raise InvalidArgument(
-            f"tenant name {_show(name)} is invalid: 1-64 characters of A-Z a-z 0-9 _ . -, starting with a letter or digit"
-        )
-    return name
-
-
-def check_model_name(name: object) -> str:
-    if not isinstance(name, str) or not MODEL_NAME.match(name):
-        raise InvalidArgument(
-            f"model name {_show(name)} is invalid: 1-128 characters of A-Z a-z 0-9 _ . : / -, starting with a letter or digit"
-        )
-    return name
 
 
 def check_entry_ids(ids: Sequence[object], limits: Limits) -> list[str]:
@@ -137,8 +120,3 @@ def _check_text(text: str, what: str) -> None:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise InvalidArgument(f"{what} is not valid Unicode (lone surrogate at {exc.start})") from exc
-
-
-def _show(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."

@@ -28,7 +28,8 @@ from ..metrics import Metrics
 from ..stores.base import ScalarStore, VectorHit, VectorStore
 from .cacheability import Verdict, compiled, metric_class
 from .exact_cache import ExactCache
-from .keys import ChatKey, chat_key, check_answer, check_entry_ids, check_metadata, check_model_name, check_tenant_name
+from ..limits import check_model_name, check_tenant_name
+from .keys import ChatKey, chat_key, check_answer, check_entry_ids, check_metadata
 from .matching import guard_veto, lexical_overlap, resolve_threshold
 from .querylog import QueryLog, QueryLogRow
 from .tenants import ADMIN, Principal, TenantRegistry

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from ..errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied, Unauthenticated
 from ..stores.base import ScalarStore
 from .cacheability import check_policy
-from .keys import check_tenant_name
+from ..limits import check_tenant_name
 from .types import ApiKeyRecord, Tenant, TenantConfig
 
 CACHE_TTL_S = 2.0

@@ -201,6 +201,6 @@ def test_llm_strings_map_to_safe_scope_names() -> None:
     assert plan.cacheable and not is_chat and plan.model.startswith("gpt-3.5-turbo-instruct::")
     assert read_llm_string("[('model', 'x'), ('n', 3)]")[2] == "n > 1"
     assert read_llm_string("not a literal")[:2] == ("llm", {"raw": "not a literal"})
-    from modelcache_svc.cache.keys import check_model_name
+    from modelcache_svc.limits import check_model_name
 
     assert check_model_name(cache.plan("q", '{"kwargs": {"model": "ft:gpt-4o@acme #1"}}')[0].model)

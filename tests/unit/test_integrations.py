@@ -14,7 +14,7 @@ from typing import Any
 import openai
 import pytest
 
-from modelcache_svc.cache.keys import check_model_name
+from modelcache_svc.limits import check_model_name
 from modelcache_svc.client import Hit
 from modelcache_svc.integrations._common import Guard, Plan, safe_model_name, scope_model, scopes_of
 from modelcache_svc.integrations._openai_stream import pieces
