@@ -14,7 +14,7 @@ from .errors import InvalidArgument
 from .limits import Limits, check_tenant_name
 
 ENV_PREFIX = "MODELCACHE_"
-DEFAULT_MODEL = "packaged:all-MiniLM-L6-v2"
+DEFAULT_MODEL = "packaged:minilm-cache-en"
 DEFAULT_CJK_MODEL = "packaged:multilingual-e5-small"
 DEFAULT_SIMILARITY_THRESHOLD = 0.80
 EMBEDDING_BACKENDS = ("onnx", "onnx-int8", "torch", "text2vec")
