@@ -80,6 +80,7 @@ def train(
     epochs: float = 1.0,
     max_steps: int = 0,
     time_budget_s: float = 0.0,
+    stop_after: int = 0,
     seed: int = 0,
     max_seq_length: int = 64,
     threads: int = 0,
@@ -167,6 +168,9 @@ def train(
         bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.3f}")
         if time_budget_s and time.time() - started > time_budget_s:
             stopped_by = "time budget"
+            break
+        if stop_after and step >= stop_after:
+            stopped_by = "--stop-after"
             break
     bar.close()
 
@@ -301,6 +305,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--epochs", type=float, default=1.0)
     p.add_argument("--max-steps", type=int, default=0, help="stop after N steps (0: --epochs decides)")
     p.add_argument("--time-budget", type=float, default=0.0, help="stop after S seconds (0: none)")
+    p.add_argument("--stop-after", type=int, default=0,
+                   help="stop after N steps, the learning-rate schedule still planned for --epochs (0: none)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-seq-length", type=int, default=64)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
@@ -348,6 +354,7 @@ def run(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         max_steps=args.max_steps,
         time_budget_s=args.time_budget,
+        stop_after=args.stop_after,
         seed=args.seed,
         max_seq_length=args.max_seq_length,
         threads=args.threads,
