@@ -289,7 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return policy_tool.run(args, environ)
         if args.command in ("bench", "eval"):
-            from . import bench, evaluation
+            from .tools import bench, evaluation
 
             module = bench if args.command == "bench" else evaluation
             return module.run(args, environ)

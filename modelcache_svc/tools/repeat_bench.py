@@ -21,7 +21,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from .. import bench, errors
+from .. import errors
+from .bench import loadavg
+from .bench_server import ChildServer, metrics_delta, scrape
+from .load import LoadGenerators, clear_scope, load_entries, percentiles, query_bytes
+from .workload import QUERY_METHOD, build_workload, find_eval_dir
 from ..config import Settings
 
 
@@ -49,7 +53,7 @@ def _ask_twice(target: str, metadata: Any, requests: list[bytes]) -> dict[str, A
     again: list[float] = []
     same = 0
     with grpc.insecure_channel(target) as channel:
-        call = channel.unary_unary(bench.QUERY_METHOD, request_serializer=None, response_deserializer=None)
+        call = channel.unary_unary(QUERY_METHOD, request_serializer=None, response_deserializer=None)
         call(requests[-1], metadata=metadata or None, timeout=30)  # warm the channel (and that one question)
         for request in requests[:-1]:
             answers = []
@@ -60,7 +64,7 @@ def _ask_twice(target: str, metadata: Any, requests: list[bytes]) -> dict[str, A
                 response = pb.QueryResponse.FromString(raw)
                 answers.append((response.match, response.id))
             same += answers[0] == answers[1]
-    p_fresh, p_again = bench._percentiles(fresh), bench._percentiles(again)
+    p_fresh, p_again = percentiles(fresh), percentiles(again)
     ratio = (p_again["p50_ms"] or 0.0) / p_fresh["p50_ms"] if p_fresh["p50_ms"] else None
     return {"queries": len(fresh), "fresh": p_fresh, "repeated": p_again,
             "p50_ratio_repeated_to_fresh": None if ratio is None else round(ratio, 3),
@@ -71,11 +75,11 @@ def run(args: argparse.Namespace, environ: dict[str, str]) -> int:
     if args.entries < 2 or args.queries < 1 or args.clients < 0 or args.duration <= 0:
         raise errors.InvalidArgument("--entries >= 2, --queries >= 1, --clients >= 0, --duration > 0")
     environ = {**environ, "HF_HUB_OFFLINE": "1"}
-    workload = bench.build_workload(args.entries, bench.find_eval_dir(args.eval_dir, environ))
+    workload = build_workload(args.entries, find_eval_dir(args.eval_dir, environ))
     paraphrases = list(dict.fromkeys(q for q, _ in workload.semantic))[: args.queries + 1]  # each one fresh
     say = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr, flush=True))
     report: dict[str, Any] = {"config": {"entries": args.entries, "queries": len(paraphrases) - 1,
-                                         "data": workload.source, "load_average_before": bench._loadavg()}}
+                                         "data": workload.source, "load_average_before": loadavg()}}
     api_key = args.api_key or environ.get("MODELCACHE_API_KEY") or ""
     metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
     model = "bench-" + uuid.uuid4().hex[:10]
@@ -89,30 +93,30 @@ def run(args: argparse.Namespace, environ: dict[str, str]) -> int:
                 say("starting modelcache-svc serve ...")
                 # The server's default size (the bench's own child turns the memory off), unless a --serve-arg says.
                 memo = ["--question-vector-cache-size", str(Settings().question_vector_cache_size)]
-                server = bench.ChildServer(Path(tmp) / "data", [*memo, *args.serve_arg], environ)
+                server = ChildServer(Path(tmp) / "data", [*memo, *args.serve_arg], environ)
                 target, metrics_url = server.target, server.metrics_url
             say(f"loading {len(workload.questions)} entries ...")
-            asyncio.run(bench._load(target, metadata, args.tenant, model, workload, 32, 2))
-            requests = [bench.query_bytes(args.tenant, model, q) for q in paraphrases]
+            asyncio.run(load_entries(target, metadata, args.tenant, model, workload, 32, 2))
+            requests = [query_bytes(args.tenant, model, q) for q in paraphrases]
             say(f"{len(requests) - 1} paraphrases, each asked twice in a row, 1 client ...")
-            before = bench.scrape(metrics_url)
+            before = scrape(metrics_url)
             report["one_client"] = _ask_twice(target, metadata, requests)
-            report["one_client"]["server"] = bench.metrics_delta(before, bench.scrape(metrics_url))
+            report["one_client"]["server"] = metrics_delta(before, scrape(metrics_url))
             if args.clients:
                 say(f"repeated paraphrases: {args.clients} clients, {args.duration:g} s ...")
-                pool = bench.LoadGenerators(2 if args.clients >= 16 else 1)
-                before = bench.scrape(metrics_url)
+                pool = LoadGenerators(2 if args.clients >= 16 else 1)
+                before = scrape(metrics_url)
                 phase = pool.run(target, metadata, requests, args.clients, 1.0, args.duration)
-                phase["server"] = bench.metrics_delta(before, bench.scrape(metrics_url))
+                phase["server"] = metrics_delta(before, scrape(metrics_url))
                 report["repeated_clients"] = phase
             if args.target:
-                asyncio.run(bench._clear(target, metadata, args.tenant, model))
+                asyncio.run(clear_scope(target, metadata, args.tenant, model))
         finally:
             if pool is not None:
                 pool.close()
             if server is not None:
                 server.stop()
-    report["config"]["load_average_after"] = bench._loadavg()
+    report["config"]["load_average_after"] = loadavg()
     if args.json:
         print(json.dumps(report, indent=1))
     else:

@@ -13,7 +13,7 @@ import pytest
 
 from modelcache_svc import errors
 from modelcache_svc.client import CacheClient, Entry
-from tests.servers import ProcessServer, free_port
+from tests.servers import ProcessServer
 
 MODEL = "m1"
 

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from modelcache_svc import bench, cli
+from modelcache_svc import cli
+from modelcache_svc.tools import workload
 
 
 def _run(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, Any]:
@@ -66,18 +67,18 @@ def test_bench_text_report_and_argument_errors(capsys: pytest.CaptureFixture[str
 
 
 def test_workload_is_disjoint_and_sized() -> None:
-    w = bench.build_workload(300, None)  # generated: no shared/eval needed
+    w = workload.build_workload(300, None)  # generated: no shared/eval needed
     assert len(w.questions) == len(set(w.questions)) == 300 == len(w.answers)
     loaded = set(w.questions)
     assert all(q in loaded for q in w.exact)
     assert all(q not in loaded and 0 <= i < 300 for q, i in w.semantic)
     assert not loaded & set(w.miss)
-    assert bench.entry_of_answer(w.answers[17]) == 17 and bench.entry_of_answer(None) == -1
-    assert len(set(bench.synthetic_questions(120_500))) == 120_500
+    assert workload.entry_of_answer(w.answers[17]) == 17 and workload.entry_of_answer(None) == -1
+    assert len(set(workload.synthetic_questions(120_500))) == 120_500
 
 
 def test_gptcache_threshold_mapping() -> None:
-    from modelcache_svc.bench_gptcache import gptcache_threshold
+    from modelcache_svc.tools.bench_gptcache import gptcache_threshold
 
     # SearchDistanceEvaluation over L2 of unit vectors: t means cosine >= 2t - 1.
     assert gptcache_threshold(0.80) == pytest.approx(0.90)

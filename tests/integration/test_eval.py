@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from modelcache_svc import evaluation
+from modelcache_svc.tools import evaluation
 from modelcache_svc.config import Settings
 from modelcache_svc.embedding import Embedder
 from tests.servers import ThreadServer

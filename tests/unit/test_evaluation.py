@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from modelcache_svc import errors, evaluation
-from modelcache_svc.evaluation import (
+from modelcache_svc.tools.evaluation import (
     Outcome,
     Pair,
     Point,

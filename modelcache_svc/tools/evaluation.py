@@ -47,7 +47,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from . import errors
+from .. import errors
 
 ChatMessages = tuple[tuple[str, str], ...]
 INSERT_BATCH = 128
@@ -203,7 +203,7 @@ def best_f1(points: Sequence[Point]) -> Point:
 # -- talking to the service ----------------------------------------------------------------
 def insert_all(client: Any, tenant: str, model: str, pairs: Sequence[Pair]) -> list[str]:
     """Cache every distinct ``a`` chat once; the entry id of each row's own ``a``."""
-    from .client import Entry
+    from ..client import Entry
 
     first_row: dict[tuple[ChatMessages, str], int] = {}
     for i, p in enumerate(pairs):
@@ -342,8 +342,8 @@ class InProcessServer:
         import asyncio
         import threading
 
-        from .app import Service, build_core
-        from .config import Settings
+        from ..app import Service, build_core
+        from ..config import Settings
 
         # The caller's MODELCACHE_* settings (threshold, model, backend) are what is evaluated;
         # the stores are always this temporary dir's, never a shared database.
@@ -406,7 +406,7 @@ def run(args: argparse.Namespace, environ: dict[str, str], *, embedder: Any = No
     """The eval verb. ``embedder`` (tests): a loaded default model for the in-process server."""
     import tempfile
 
-    from .client import CacheClient
+    from ..client import CacheClient
 
     if args.write_tenant and (args.target_precision is None or not args.target):
         raise errors.InvalidArgument("--write-tenant needs --target-precision and --target (a server to write to)")

