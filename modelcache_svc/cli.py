@@ -36,6 +36,16 @@ def _serve_flags(p: argparse.ArgumentParser) -> None:
                    help="candidates above the threshold ranked by cosine + this x word-pair overlap "
                    "(default 0.15; 0 = off)")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR")
+    p.add_argument("--approx-index-min-entries", type=int,
+                   help="embedded: rows of one scope and context past which an HNSW graph serves (default 20000; 0 = "
+                   "always exact)")
+    p.add_argument("--approx-index-m", type=int, help="embedded HNSW graph degree (default 32)")
+    p.add_argument("--approx-index-ef-construction", type=int, help="embedded HNSW build breadth (default 80)")
+    p.add_argument("--approx-index-ef-search", type=int, help="embedded HNSW search breadth (default 128)")
+    p.add_argument("--milvus-index-type", help="Milvus server: HNSW (default), IVF_FLAT, IVF_SQ8 or FLAT")
+    p.add_argument("--milvus-index-params", help='Milvus server: index build parameters, JSON (default '
+                   '{"M": 16, "efConstruction": 200})')
+    p.add_argument("--milvus-search-params", help='Milvus server: search parameters, JSON (default {"ef": 64})')
     p.add_argument("--modelcache-compat-tenant", help="tenant served by POST /modelcache (default: default)")
 
 
