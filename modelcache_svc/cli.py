@@ -139,8 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Benchmarks and evaluation live in their own modules; each adds its verb.
     from . import bench, evaluation
+    from .tools import bench_scale
 
     bench.add_parser(sub)
+    bench_scale.add_parser(sub)
     evaluation.add_parser(sub)
     return parser
 
@@ -263,6 +265,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             asyncio.run(serve(settings))
             return 0
+        if args.command == "bench-scale":
+            from .tools import bench_scale
+
+            return bench_scale.run(args, environ)
         if args.command in ("bench", "eval"):
             from . import bench, evaluation
 

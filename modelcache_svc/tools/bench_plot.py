@@ -1,0 +1,32 @@
+"""Latency against entries, from a ``bench-scale`` JSON report (matplotlib: the [bench] extra)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    for mode, colour in (("embedded", "tab:blue"), ("milvus", "tab:orange")):
+        runs = sorted((x for x in report["runs"] if x["mode"] == mode), key=lambda x: x["entries"])
+        if not runs:
+            continue
+        n = [x["entries"] for x in runs]
+        ax.plot(n, [x["semantic"]["p50_ms"] for x in runs], "o-", color=colour, label=f"{mode} p50")
+        ax.plot(n, [x["semantic"]["p99_ms"] for x in runs], "s--", color=colour, alpha=0.6, label=f"{mode} p99")
+    ax.set_xscale("log")
+    ax.set_xlabel("entries in the scope")
+    ax.set_ylabel("semantic query over gRPC, ms (one client)")
+    ax.set_ylim(bottom=0)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    ax.set_title("modelcache-svc bench-scale: latency against entries")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
