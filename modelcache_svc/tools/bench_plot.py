@@ -12,21 +12,27 @@ def plot(report: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=110)
     for mode, colour in (("embedded", "tab:blue"), ("milvus", "tab:orange")):
         runs = sorted((x for x in report["runs"] if x["mode"] == mode), key=lambda x: x["entries"])
         if not runs:
             continue
         n = [x["entries"] for x in runs]
-        ax.plot(n, [x["semantic"]["p50_ms"] for x in runs], "o-", color=colour, label=f"{mode} p50")
-        ax.plot(n, [x["semantic"]["p99_ms"] for x in runs], "s--", color=colour, alpha=0.6, label=f"{mode} p99")
-    ax.set_xscale("log")
-    ax.set_xlabel("entries in the scope")
-    ax.set_ylabel("semantic query over gRPC, ms (one client)")
-    ax.set_ylim(bottom=0)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    ax.set_title("modelcache-svc bench-scale: latency against entries")
+        left.plot(n, [x["semantic"]["p50_ms"] for x in runs], "o-", color=colour, label=f"{mode} p50")
+        left.plot(n, [x["semantic"]["p99_ms"] for x in runs], "s--", color=colour, alpha=0.6, label=f"{mode} p99")
+        stages = [x["semantic"].get("stages_mean_ms", {}) for x in runs]
+        right.plot(n, [s.get("vector_search") for s in stages], "o-", color=colour, label=f"{mode} vector search")
+        right.plot(n, [s.get("embed") for s in stages], "^:", color=colour, alpha=0.6, label=f"{mode} embed")
+    left.set_ylabel("semantic query over gRPC, ms (one client)")
+    right.set_ylabel("server mean ms per stage, same phase")
+    for ax in (left, right):
+        ax.set_xscale("log")
+        ax.set_xlabel("entries in the scope")
+        ax.set_ylim(bottom=0)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    load = report["config"].get("load_average_before")
+    fig.suptitle(f"modelcache-svc bench-scale: latency against entries (2 cores, load average {load})")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

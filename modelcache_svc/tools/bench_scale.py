@@ -140,7 +140,7 @@ def run(args: argparse.Namespace, environ: dict[str, str]) -> int:
 
 def run_size(args: argparse.Namespace, settings: Any, mode: str, n: int, uri: str | None, real: bulk_load.RealSet,
              query_vectors: np.ndarray, root: Path, bar: Any, say: Any, milvus: MilvusServer | None) -> dict[str, Any]:
-    from ..bench import ChildServer, LoadGenerators, _load, _quality, query_bytes, rss_mb
+    from ..bench import ChildServer, LoadGenerators, _load, _quality, metrics_delta, query_bytes, rss_mb, scrape
     from ..stores import open_scalar_store
     from ..stores.approx_index import ApproxParams
     from ..stores.milvus_store import MilvusVectorStore
@@ -201,8 +201,12 @@ def run_size(args: argparse.Namespace, settings: Any, mode: str, n: int, uri: st
         out["ready_s"] = round(server.startup_s, 1)
         out["rss_at_ready"] = rss_mb(server.pid)
         requests = [query_bytes(tenant, model, q) for q, _ in real.semantic]
+        before = scrape(server.metrics_url)
         phase = pool.run(server.target, (), requests, 1, 2.0, args.duration)
         out["semantic"] = {k: phase[k] for k in ("calls", "qps", "p50_ms", "p90_ms", "p99_ms", "outcomes", "errors")}
+        # The server's mean ms per stage in that phase: the vector search apart from the model and the host.
+        out["semantic"]["stages_mean_ms"] = {k: v["mean_ms"] for k, v in
+                                             metrics_delta(before, scrape(server.metrics_url)).get("stages", {}).items()}
         w = SimpleNamespace(semantic=real.semantic[: args.recall_queries])
         out["quality"] = asyncio.run(_quality(server.target, (), tenant, model, w, real_ids))  # type: ignore[arg-type]
         if args.inserts:
@@ -414,6 +418,8 @@ def text_report(r: dict[str, Any]) -> str:
                      f"{x['ready_s']:>8} {(x.get('rss_end') or {}).get('rss_mb')!s:>8} {x['recall_at_5']:>9} "
                      f"{x['bulk_load']['entries_per_s']:>8} {x.get('insert', {}).get('entries_per_s')!s:>9}  "
                      f"{x['semantic']['outcomes']}")
+    for x in r["runs"]:
+        lines.append(f"  {x['mode']} {x['entries']}: server ms per stage {x['semantic'].get('stages_mean_ms')}")
     if "tenants" in r:
         lines.append(f"partition key: {r['tenants']}")
     lines.append("")
