@@ -46,7 +46,7 @@ class _Block:
     The first chunk starts small and doubles up to CHUNK (many small scopes stay small); after it,
     whole chunks are added, so growing never holds two copies of a large block at once."""
 
-    __slots__ = ("ids", "pos", "chunks", "n", "ann", "touched", "building")
+    __slots__ = ("ann", "building", "chunks", "ids", "n", "pos", "touched")
 
     def __init__(self, dim: int) -> None:
         self.ids: list[str] = []

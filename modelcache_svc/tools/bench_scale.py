@@ -409,10 +409,10 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def text_report(r: dict[str, Any]) -> str:
-    lines = [f"modelcache-svc bench-scale: {r['config']['cpus']} CPUs, load {r['config']['load_average_before']} -> "
-             f"{r['config']['load_average_after']}", f"vectors: {r['config']['vectors']}", "",
-             f"{'mode':<9} {'entries':>9} {'p50 ms':>7} {'p99 ms':>7} {'ready s':>8} {'RSS MB':>8} {'recall@5':>9} "
-             f"{'bulk/s':>8} {'insert/s':>9}  outcomes"]
+    lines = [(f"modelcache-svc bench-scale: {r['config']['cpus']} CPUs, load {r['config']['load_average_before']} -> "
+              f"{r['config']['load_average_after']}"), f"vectors: {r['config']['vectors']}", "",
+             (f"{'mode':<9} {'entries':>9} {'p50 ms':>7} {'p99 ms':>7} {'ready s':>8} {'RSS MB':>8} {'recall@5':>9} "
+              f"{'bulk/s':>8} {'insert/s':>9}  outcomes")]
     for x in r["runs"]:
         lines.append(f"{x['mode']:<9} {x['entries']:>9} {x['semantic']['p50_ms']:>7} {x['semantic']['p99_ms']:>7} "
                      f"{x['ready_s']:>8} {(x.get('rss_end') or {}).get('rss_mb')!s:>8} {x['recall_at_5']:>9} "

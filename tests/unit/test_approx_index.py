@@ -122,7 +122,7 @@ def test_writes_during_a_build_are_replayed_into_the_graph() -> None:
     assert stop.is_set() and index.wait_idle(60)
     assert index.rows("c") == 6_000 - 1_000
     assert index.graphs("c")  # a graph serves
-    deleted = {f"{i:032x}" for i in range(0, 2_000) if i % 100 < 50}
+    deleted = {f"{i:032x}" for i in range(2_000) if i % 100 < 50}
     for q in vectors[4_000:6_000:40]:  # rows written during the build are found by the graph
         got = [i for i, _ in index.search("c", "s", "ctx", q, 5)]
         assert not deleted & set(got)
