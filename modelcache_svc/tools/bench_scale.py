@@ -91,7 +91,9 @@ def run(args: argparse.Namespace, environ: dict[str, str]) -> int:
         real = bulk_load.real_set(args.real, find_eval_dir(args.eval_dir, environ), embedder,
                                   Path(args.cache_dir), b.update)
     queries = [q for q, _ in real.semantic][: args.recall_queries]
-    query_vectors = bulk_load._unit(np.asarray(embedder.encode(queries), dtype=np.float32))
+    # 32 at a time: one call over 300 texts grew the model's arena to ~3.5 GB.
+    query_vectors = bulk_load._unit(np.concatenate([np.asarray(embedder.encode(queries[i:i + 32]), dtype=np.float32)
+                                                    for i in range(0, len(queries), 32)]))
     report: dict[str, Any] = {"config": {
         "sizes": sizes, "modes": modes, "duration_s": args.duration, "real_questions": len(real.questions),
         "semantic_queries": len(real.semantic), "cpus": os.cpu_count(), "load_average_before": _loadavg(),

@@ -30,7 +30,7 @@ from . import bulk_load
 
 def rss() -> dict[str, int]:
     text = Path(f"/proc/{os.getpid()}/status").read_text()
-    return {k: int(m.group(1)) // 1024 for k in ("VmRSS", "VmHWM") if (m := re.search(rf"^{k}:\s+(\d+)", text, re.M))}
+    return {k: int(m.group(1)) // 1024 for k in ("VmRSS", "VmHWM") if (m := re.search(rf"^{k}:\s+(\d+)", text, re.MULTILINE))}
 
 
 def timed(fn: Callable[[np.ndarray], Any], queries: np.ndarray) -> tuple[float, float]:
@@ -56,7 +56,9 @@ def main(argv: list[str]) -> None:
     embedder = load_embedder("onnx", "packaged:all-MiniLM-L6-v2")
     real = bulk_load.real_set(5000, find_eval_dir(None, dict(os.environ)), embedder,
                               Path("/tmp/modelcache-bench-scale"))
-    queries = bulk_load._unit(np.asarray(embedder.encode([q for q, _ in real.semantic[:300]]), dtype=np.float32))
+    asked = [q for q, _ in real.semantic[:300]]
+    queries = bulk_load._unit(np.concatenate([np.asarray(embedder.encode(asked[i:i + 32]), dtype=np.float32)
+                                              for i in range(0, len(asked), 32)]))
     _, off = bulk_load.synthetic(real, 10**9 + 7, 300)
     index = MemoryIndex(ApproxParams())
     index.add_collection("c", 384)
