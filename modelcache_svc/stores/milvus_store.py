@@ -572,6 +572,8 @@ class MilvusVectorStore:
     def _save_snapshots(self, index: MemoryIndex) -> None:
         """The last Lite store of this process on its file: save every collection's copy and graphs."""
         for name in index.collections():
+            if name not in index.snapshots_invalidated and (self.snapshot_root / name / index_snapshot.MANIFEST).exists():
+                continue  # read from a current copy and never written since: that copy still holds
             started = time.monotonic()
             try:
                 rows = index_snapshot.save(index, name, self.snapshot_root)

@@ -151,3 +151,19 @@ def test_snapshot_round_trip_and_staleness(tmp_path: Path) -> None:
     assert index_snapshot.load("c", tmp_path, PARAMS, expect_rows=2_511) is None
     index_snapshot.invalidate(tmp_path, "c")
     assert index_snapshot.load("c", tmp_path, PARAMS, expect_rows=2_510) is None
+
+
+def test_settings_of_both_indexes() -> None:
+    from modelcache_svc.config import Settings
+    from modelcache_svc.errors import InvalidArgument
+
+    s = Settings.load({}, {"MODELCACHE_APPROX_INDEX_MIN_ENTRIES": "5000", "MODELCACHE_MILVUS_INDEX_TYPE": "IVF_FLAT",
+                           "MODELCACHE_MILVUS_INDEX_PARAMS": '{"nlist": 1024}',
+                           "MODELCACHE_MILVUS_SEARCH_PARAMS": '{"nprobe": 32}'})
+    assert s.approx_index_min_entries == 5000 and s.milvus_index_type == "IVF_FLAT"
+    assert s.json_setting("milvus_index_params") == {"nlist": 1024}
+    assert s.json_setting("milvus_search_params") == {"nprobe": 32}
+    for bad in ({"milvus_index_params": "{nope"}, {"milvus_search_params": "[1]"}, {"milvus_index_type": "ANNOY"},
+                {"approx_index_min_entries": -1}):
+        with pytest.raises(InvalidArgument):
+            Settings.load(bad, {})
