@@ -41,6 +41,16 @@ def _serve_flags(p: argparse.ArgumentParser) -> None:
                    help="recent question vectors remembered per model: a repeated paraphrase skips the model "
                    "(default 10000; 0 = off)")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR")
+    p.add_argument("--approx-index-min-entries", type=int,
+                   help="embedded: rows of one scope and context past which an HNSW graph serves (default 20000; 0 = "
+                   "always exact)")
+    p.add_argument("--approx-index-m", type=int, help="embedded HNSW graph degree (default 32)")
+    p.add_argument("--approx-index-ef-construction", type=int, help="embedded HNSW build breadth (default 80)")
+    p.add_argument("--approx-index-ef-search", type=int, help="embedded HNSW search breadth (default 128)")
+    p.add_argument("--milvus-index-type", help="Milvus server: HNSW (default), IVF_FLAT, IVF_SQ8 or FLAT")
+    p.add_argument("--milvus-index-params", help='Milvus server: index build parameters, JSON (default '
+                   '{"M": 16, "efConstruction": 200})')
+    p.add_argument("--milvus-search-params", help='Milvus server: search parameters, JSON (default {"ef": 64})')
     p.add_argument("--modelcache-compat-tenant", help="tenant served by POST /modelcache (default: default)")
 
 
@@ -137,10 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Benchmarks and evaluation live in their own modules; each adds its verb.
     from . import bench, evaluation
-    from .tools import repeat_bench, train
+    from .tools import bench_scale, repeat_bench, train
 
     bench.add_parser(sub)
     repeat_bench.add_parser(sub)
+    bench_scale.add_parser(sub)
     evaluation.add_parser(sub)
     train.add_parser(sub)
     policy_tool.add_parser(sub)
@@ -288,6 +299,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .tools import policy as policy_tool
 
             return policy_tool.run(args, environ)
+        if args.command == "bench-scale":
+            from .tools import bench_scale
+
+            return bench_scale.run(args, environ)
         if args.command in ("bench", "eval"):
             from .tools import bench, evaluation
 

@@ -18,6 +18,7 @@ DEFAULT_MODEL = "packaged:minilm-cache-en"
 DEFAULT_CJK_MODEL = "packaged:multilingual-e5-small"
 DEFAULT_SIMILARITY_THRESHOLD = 0.80
 EMBEDDING_BACKENDS = ("onnx", "onnx-int8", "torch", "text2vec")
+MILVUS_INDEX_TYPES = ("HNSW", "IVF_FLAT", "IVF_SQ8", "FLAT")
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,16 @@ class Settings:
     query_log_retention_s: float = 7 * 24 * 3600.0
     query_log_max_queue: int = 10_000
     log_level: str = "INFO"
+    # Scale (docs/performance.md, "Scale"). Embedded: past this many rows of one (scope, context) an HNSW
+    # graph (built in the background) serves that block, the exact scan below it; 0 = always exact.
+    approx_index_min_entries: int = 20_000
+    approx_index_m: int = 32
+    approx_index_ef_construction: int = 80
+    approx_index_ef_search: int = 128
+    # Milvus server: the index of each collection and its search parameters (JSON objects).
+    milvus_index_type: str = "HNSW"
+    milvus_index_params: str = '{"M": 16, "efConstruction": 200}'
+    milvus_search_params: str = '{"ef": 64}'
     limits: Limits = field(default_factory=Limits)
 
     @property
@@ -69,6 +80,17 @@ class Settings:
     @property
     def resolved_scalar_uri(self) -> str:
         return self.scalar_uri or f"sqlite:///{self.data_dir / 'modelcache.db'}"
+
+    def json_setting(self, name: str) -> dict[str, Any]:
+        import json
+
+        try:
+            value = json.loads(getattr(self, name))
+        except ValueError as exc:
+            raise InvalidArgument(f"{name}: not JSON: {exc}") from exc
+        if not isinstance(value, dict):
+            raise InvalidArgument(f"{name}: a JSON object, e.g. {{\"ef\": 64}}")
+        return value
 
     @classmethod
     def load(cls, overrides: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
@@ -113,6 +135,13 @@ class Settings:
             raise InvalidArgument(f"embedding_backend must be one of {', '.join(EMBEDDING_BACKENDS)}")
         if self.top_k < 1 or self.top_k > self.limits.max_top_k:
             raise InvalidArgument(f"top_k must be 1..{self.limits.max_top_k}")
+        if self.approx_index_min_entries < 0 or self.approx_index_m < 4 or self.approx_index_ef_search < 1 \
+                or self.approx_index_ef_construction < 1:
+            raise InvalidArgument("approx_index_min_entries >= 0, approx_index_m >= 4, ef values >= 1")
+        if self.milvus_index_type not in MILVUS_INDEX_TYPES:
+            raise InvalidArgument(f"milvus_index_type must be one of {', '.join(MILVUS_INDEX_TYPES)}")
+        self.json_setting("milvus_index_params")
+        self.json_setting("milvus_search_params")
         try:
             check_tenant_name(self.modelcache_compat_tenant)
         except InvalidArgument as exc:

@@ -102,7 +102,10 @@ class CacheCore:
     async def start(self) -> None:
         await self._run(self.scalar.migrate)
         default = self.embedders.default
-        await self._run(self.vector.ensure_collection, default.model_id, default.dim)
+        # Not under the request deadline: reading a large collection's vectors back takes its time
+        # (docs/performance.md, "Scale").
+        await asyncio.get_running_loop().run_in_executor(
+            self._pool, self.vector.ensure_collection, default.model_id, default.dim)
         if self.settings.default_tenant:
             await self.tenants.ensure(self.settings.default_tenant, TenantConfig())
         loop = asyncio.get_running_loop()

@@ -15,15 +15,26 @@ exact inner-product kernel (``faiss.knn``: SIMD over the rows, a heap of k;
 numpy's matrix-vector product and partial sort: docs/performance.md). Deleting swaps
 the last row into the hole, so blocks stay dense. Vectors are normalised, so
 the dot product is the cosine.
+
+Past ``ApproxParams.min_entries`` rows a block also gets an HNSW graph (``approx_index.Ann``), built
+on a background thread while the exact scan keeps serving, then kept in step by every write; a search
+takes the graph's candidates and re-scores them exactly. Below the size, and until a graph is ready,
+the exact scan answers. ``index_snapshot`` saves and restores a collection with its graphs.
 """
 
 from __future__ import annotations
 
+import logging
+import queue
 import threading
 from collections.abc import Iterable, Sequence
 
 import faiss
 import numpy as np
+
+from .approx_index import Ann, ApproxParams
+
+log = logging.getLogger("modelcache_svc.memory_index")
 
 
 CHUNK = 8192  # rows per chunk of a block: a block grows a chunk at a time, never by copying itself
@@ -35,13 +46,47 @@ class _Block:
     The first chunk starts small and doubles up to CHUNK (many small scopes stay small); after it,
     whole chunks are added, so growing never holds two copies of a large block at once."""
 
-    __slots__ = ("ids", "pos", "chunks", "n")
+    __slots__ = ("ann", "building", "chunks", "ids", "n", "pos", "touched")
 
     def __init__(self, dim: int) -> None:
         self.ids: list[str] = []
         self.pos: dict[str, int] = {}
         self.chunks: list[np.ndarray] = [np.empty((16, dim), dtype=np.float32)]
         self.n = 0
+        self.ann: Ann | None = None  # the HNSW graph, once built (large blocks only)
+        self.touched: set[str] | None = None  # ids written while a graph is built off the lock
+        self.building = False
+
+    @classmethod
+    def from_rows(cls, ids: list[str], vectors: np.ndarray) -> _Block:
+        """A block of these rows (distinct ids, unit vectors), filled a chunk at a time."""
+        block = cls(vectors.shape[1])
+        n = len(ids)
+        block.ids = list(ids)
+        block.pos = {entry_id: i for i, entry_id in enumerate(block.ids)}
+        block.n = n
+        if n <= CHUNK:
+            block.chunks = [np.array(vectors[: max(16, n)], dtype=np.float32)]
+            if len(block.chunks[0]) < 16:
+                block.chunks[0] = np.resize(block.chunks[0], (16, vectors.shape[1]))
+        else:
+            block.chunks = []
+            for start in range(0, n, CHUNK):
+                chunk = np.empty((CHUNK, vectors.shape[1]), dtype=np.float32)
+                part = vectors[start:start + CHUNK]
+                chunk[: len(part)] = part
+                block.chunks.append(chunk)
+        return block
+
+    def rows(self) -> np.ndarray:
+        """A copy of the live rows, in ``ids`` order."""
+        if self.n == 0:
+            return np.empty((0, self.chunks[0].shape[1]), dtype=np.float32)
+        parts = [chunk[: min(CHUNK, self.n - j * CHUNK)] for j, chunk in enumerate(self.chunks) if j * CHUNK < self.n]
+        return np.concatenate(parts, axis=0)
+
+    def row(self, i: int) -> np.ndarray:
+        return self.chunks[i // CHUNK][i % CHUNK]
 
     def _capacity(self) -> int:
         return (len(self.chunks) - 1) * CHUNK + len(self.chunks[-1])
@@ -65,11 +110,19 @@ class _Block:
             self.ids.append(entry_id)
             self.pos[entry_id] = i
         self._set(i, vector)
+        if self.ann is not None:
+            self.ann.add([entry_id], vector.reshape(1, -1))
+        if self.touched is not None:
+            self.touched.add(entry_id)
 
     def remove(self, entry_id: str) -> None:
         i = self.pos.pop(entry_id, None)
         if i is None:
             return
+        if self.ann is not None:
+            self.ann.discard(entry_id)
+        if self.touched is not None:
+            self.touched.add(entry_id)
         last = self.n - 1
         if i != last:
             moved = self.ids[last]
@@ -85,6 +138,10 @@ class _Block:
 
     def search(self, query: np.ndarray, k: int) -> list[tuple[str, float]]:
         """query: one normalised row, shape (1, dim)."""
+        if self.ann is not None and k > 0:
+            hits = self._search_graph(query, k)
+            if hits is not None:
+                return hits
         found: list[tuple[float, int]] = []
         for j, chunk in enumerate(self.chunks):
             rows = min(CHUNK, self.n - j * CHUNK)
@@ -94,6 +151,17 @@ class _Block:
             found.extend((float(s), j * CHUNK + int(i)) for s, i in zip(sims[0], where[0]) if i >= 0)
         found.sort(key=lambda hit: -hit[0])
         return [(self.ids[i], s) for s, i in found[:k]]
+
+    def _search_graph(self, query: np.ndarray, k: int) -> list[tuple[str, float]] | None:
+        """The graph's candidates, re-scored against the float32 rows; None: too few, scan instead."""
+        assert self.ann is not None
+        rows = [self.pos[i] for i in self.ann.candidates(query, k) if i in self.pos]
+        if len(rows) < min(k, self.n):
+            return None
+        vectors = np.stack([self.row(i) for i in rows])
+        sims = vectors @ query[0]
+        top = np.argsort(-sims)[:k]
+        return [(self.ids[rows[j]], float(sims[j])) for j in top]
 
 
 class _Collection:
@@ -129,22 +197,35 @@ class _Collection:
 class MemoryIndex:
     """Vectors by (collection, scope, context); every method is thread-safe."""
 
-    def __init__(self) -> None:
+    def __init__(self, approx: ApproxParams | None = None) -> None:
         _single_threaded_blas()
         self._lock = threading.Lock()
         self._collections: dict[str, _Collection] = {}
+        self.approx = approx or ApproxParams(min_entries=0)
+        self._builds: queue.Queue[tuple[str, tuple[str, str]]] = queue.Queue()
+        self._builder: threading.Thread | None = None
+        self._pending = 0  # builds queued or running
+        self._idle = threading.Condition(self._lock)
+        self.snapshots_invalidated: set[str] = set()  # collections whose saved snapshot was dropped (index_snapshot)
 
     def has(self, collection: str) -> bool:
         return collection in self._collections
+
+    def collections(self) -> list[str]:
+        with self._lock:
+            return list(self._collections)
 
     def add_collection(self, collection: str, dim: int) -> None:
         with self._lock:
             self._collections.setdefault(collection, _Collection(dim))
 
     def adopt(self, collection: str, staged: MemoryIndex) -> None:
-        """Take a collection loaded into another (private) index."""
+        """Take a collection loaded into another (private) index; large blocks without a graph get one
+        built in the background (the exact scan serves them meanwhile)."""
         with self._lock:
-            self._collections[collection] = staged._collections[collection]
+            c = self._collections[collection] = staged._collections[collection]
+            for key in list(c.blocks):
+                self._check(collection, c, key)
 
     def drop_collection(self, collection: str) -> None:
         with self._lock:
@@ -158,6 +239,8 @@ class MemoryIndex:
             c = self._collections[collection]
             for (entry_id, ctx), row in zip(items, rows):
                 c.put(entry_id, scope, tenant, ctx, row)
+            for ctx in {ctx for _, ctx in items}:
+                self._check(collection, c, (scope, ctx))
 
     def load(self, collection: str, ids: Sequence[str], scopes: Sequence[str], tenants: Sequence[str],
              ctxs: Sequence[str], vectors: np.ndarray) -> None:
@@ -182,8 +265,11 @@ class MemoryIndex:
             for name in names:
                 c = self._collections.get(name)
                 if c is not None:
+                    keys = {c.where[i] for i in ids if i in c.where}
                     for entry_id in ids:
                         c.remove(entry_id, scope)
+                    for key in keys:
+                        self._check(name, c, key)
 
     def clear(self, *, scope: str | None = None, tenant: str | None = None,
               collections: Iterable[str] | None = None) -> None:
@@ -214,6 +300,103 @@ class MemoryIndex:
         with self._lock:
             c = self._collections.get(collection)
             return 0 if c is None else len(c.where)
+
+    # -- the approximate index (past approx.min_entries rows of a block) ----------------------------
+    def graphs(self, collection: str) -> dict[tuple[str, str], int]:
+        """(scope, ctx) -> rows in its graph, for the blocks a graph serves."""
+        with self._lock:
+            c = self._collections.get(collection)
+            return {} if c is None else {k: len(b.ann.labels) for k, b in c.blocks.items() if b.ann is not None}
+
+    def search_exact(self, collection: str, scope: str, ctx: str, vector: np.ndarray,
+                     k: int) -> list[tuple[str, float]]:
+        """The exact scan, even where a graph serves (recall measurements)."""
+        query = _normalised(np.asarray(vector, dtype=np.float32).reshape(1, -1))
+        with self._lock:
+            c = self._collections.get(collection)
+            block = c.blocks.get((scope, ctx)) if c is not None else None
+            if block is None:
+                return []
+            ann, block.ann = block.ann, None
+            try:
+                return block.search(query, k)
+            finally:
+                block.ann = ann
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until no graph is queued or being built; False on timeout."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._pending == 0, timeout)
+
+    def _check(self, name: str, c: _Collection, key: tuple[str, str]) -> None:
+        """Under the lock, after writes to a block: build, rebuild or drop its graph as its size says."""
+        block = c.blocks.get(key)
+        if block is None or not self.approx.enabled or block.building:
+            return
+        if block.ann is None:
+            if block.n >= self.approx.min_entries:
+                self._schedule(name, key, block)
+        elif block.n < self.approx.min_entries // 2:  # hysteresis: a block near the size never flaps
+            block.ann = None
+        elif block.ann.needs_rebuild():
+            self._schedule(name, key, block)
+
+    def _schedule(self, name: str, key: tuple[str, str], block: _Block) -> None:
+        block.building = True
+        self._pending += 1
+        self._builds.put((name, key))
+        if self._builder is None or not self._builder.is_alive():
+            self._builder = threading.Thread(target=self._build_loop, name="memory-index-graphs", daemon=True)
+            self._builder.start()
+
+    def _build_loop(self) -> None:
+        while True:
+            try:
+                name, key = self._builds.get(timeout=5.0)
+            except queue.Empty:
+                with self._lock:
+                    if self._builds.empty():
+                        self._builder = None
+                        return
+                continue
+            try:
+                self._build(name, key)
+            except Exception:
+                log.warning("building the graph of a block of %s failed; the exact scan serves it", name, exc_info=True)
+            finally:
+                with self._idle:
+                    self._pending -= 1
+                    self._idle.notify_all()
+
+    def _build(self, name: str, key: tuple[str, str]) -> None:
+        """Copy the rows under the lock, build off it (searches and writes go on), then replay the writes
+        made meanwhile and swap the graph in."""
+        with self._lock:
+            c = self._collections.get(name)
+            block = c.blocks.get(key) if c is not None else None
+            if block is None:
+                return
+            ids, vectors = list(block.ids), block.rows()
+            block.touched = set()
+        try:
+            ann = Ann.build(vectors.shape[1], self.approx, ids, vectors)
+        except BaseException:
+            with self._lock:
+                block.touched, block.building = None, False
+            raise
+        del vectors
+        with self._lock:
+            block.building = False
+            touched, block.touched = block.touched or set(), None
+            if self._collections.get(name) is not c or c.blocks.get(key) is not block:
+                return  # cleared or replaced meanwhile
+            for entry_id in touched:
+                ann.discard(entry_id)
+                i = block.pos.get(entry_id)
+                if i is not None:
+                    ann.add([entry_id], block.row(i).reshape(1, -1))
+            block.ann = ann
+            log.info("approximate index ready: %d rows of a scope of %s", block.n, name)
 
 
 _BLAS_LIMITED = False

@@ -33,6 +33,11 @@ its data dir is locked, so every write to it goes through this process (one
 copy per file, shared by every store of this process on that file). New Lite
 collections get a FLAT index: Milvus Lite's own index is never searched, and
 building HNSW on every flush (and on close) cost seconds per 10k rows.
+Past ``ApproxParams.min_entries`` rows of one (scope, context), the in-process copy serves a block
+through an HNSW graph built in the background (``approx_index``); a clean stop saves the copy and its
+graphs beside the Lite file and a start reads them back when they are current (``index_snapshot``).
+On a Milvus server, the index type and its build and search parameters are the caller's
+(``milvus_index_type``, ``milvus_index_params``, ``milvus_search_params`` in Settings).
 Lite flushes its memtable itself only at 128 MB (about 75k rows of 384-d), in
 the writer's call: 10+ s and a 1.4 GB peak. Here a background thread flushes
 every FLUSH_ROWS written rows instead: short, off the request path, and the
@@ -54,6 +59,8 @@ from typing import Any, TypeVar
 import numpy as np
 
 from ..errors import InvalidArgument, Unavailable
+from . import index_snapshot
+from .approx_index import ApproxParams
 from .base import VectorHit
 from .memory_index import MemoryIndex
 
@@ -80,22 +87,25 @@ _SHARED: dict[str, tuple[MemoryIndex, threading.RLock, list[int]]] = {}
 _SHARED_LOCK = threading.Lock()
 
 
-def _acquire_shared(path: str) -> tuple[MemoryIndex, threading.RLock]:
+def _acquire_shared(path: str, approx: ApproxParams | None) -> tuple[MemoryIndex, threading.RLock]:
     with _SHARED_LOCK:
         entry = _SHARED.get(path)
         if entry is None:
-            entry = _SHARED[path] = (MemoryIndex(), threading.RLock(), [0])
+            entry = _SHARED[path] = (MemoryIndex(approx), threading.RLock(), [0])
         entry[2][0] += 1
         return entry[0], entry[1]
 
 
-def _release_shared(path: str) -> None:
+def _release_shared(path: str) -> bool:
+    """True when this was the last store of this process on that file."""
     with _SHARED_LOCK:
         entry = _SHARED.get(path)
         if entry is not None:
             entry[2][0] -= 1
             if entry[2][0] <= 0:
                 del _SHARED[path]
+                return True
+        return False
 
 
 def _id_ranges(rows: int) -> list[str]:
@@ -123,10 +133,20 @@ def _quoted_ids(ids: Sequence[str]) -> str:
     return "[" + ", ".join(f'"{i}"' for i in ids) + "]"
 
 
+DEFAULT_INDEX_TYPE = "HNSW"
+DEFAULT_INDEX_PARAMS: dict[str, Any] = {"M": 16, "efConstruction": 200}
+DEFAULT_SEARCH_PARAMS: dict[str, Any] = {"ef": 64}
+
+
 class MilvusVectorStore:
-    def __init__(self, uri: str, namespace: str = "", *, timeout: float = 5.0, token: str = "") -> None:
+    def __init__(self, uri: str, namespace: str = "", *, timeout: float = 5.0, token: str = "",
+                 approx: ApproxParams | None = None, index_type: str = DEFAULT_INDEX_TYPE,
+                 index_params: dict[str, Any] | None = None, search_params: dict[str, Any] | None = None) -> None:
         if namespace and not _NAMESPACE.match(namespace):
             raise InvalidArgument("namespace must match ^[a-z][a-z0-9_]{0,31}$")
+        self._index_type = index_type
+        self._index_params = dict(DEFAULT_INDEX_PARAMS if index_params is None else index_params)
+        self._search_params = dict(DEFAULT_SEARCH_PARAMS if search_params is None else search_params)
         self._lite = not uri.startswith(("http://", "https://", "tcp://", "grpc://"))
         self._prefix = f"{namespace}_mc_" if namespace else "mc_"
         self._timeout = timeout
@@ -142,7 +162,7 @@ class MilvusVectorStore:
         if self._lite:
             Path(uri).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
             uri = self._path = str(Path(uri).expanduser().resolve())
-            self._index, self._lock = _acquire_shared(self._path)
+            self._index, self._lock = _acquire_shared(self._path, approx)
         try:
             self._client = MilvusClient(uri=uri, token=token, timeout=timeout)
         except Exception as exc:
@@ -203,12 +223,26 @@ class MilvusVectorStore:
         self._known_collections.add(name)
         return name
 
+    @property
+    def snapshot_root(self) -> Path:
+        return Path(self._path + ".index")
+
     def _load_index(self, name: str, dim: int) -> None:
-        """Lite: read every vector of a collection into the in-process index (under the lock)."""
+        """Lite: read every vector of a collection into the in-process index (under the lock): from its
+        snapshot when that is current (``index_snapshot``), else from Milvus Lite."""
         assert self._index is not None
         # Rows still in Milvus Lite's memtable cost a per-row conversion on every read: flush them first.
         self._client.flush(name)
         self._unflushed[name] = 0
+        rows = int(self._client.get_collection_stats(name).get("row_count", 0))
+        started = time.monotonic()
+        staged = index_snapshot.load(name, self.snapshot_root, self._index.approx, rows)
+        if staged is not None:
+            self._index.adopt(name, staged)
+            log.info("vector copy of %s read from its snapshot: %d rows in %.1f s", name, rows,
+                     time.monotonic() - started)
+            return
+        self._written(name)
         staged = MemoryIndex()
         staged.add_collection(name, dim)
         for batch in self._read_rows(name):
@@ -217,6 +251,15 @@ class MilvusVectorStore:
             staged.load(name, ids, [str(r["scope"]) for r in batch], [str(r["tenant"]) for r in batch],
                         [str(r["ctx"]) for r in batch], vectors)
         self._index.adopt(name, staged)
+        log.info("vector copy of %s read from Milvus Lite: %d rows in %.1f s", name, rows, time.monotonic() - started)
+
+    def _written(self, collection: str) -> None:
+        """Lite, before a write reaches Milvus Lite: the collection's snapshot stops being current
+        (once per collection and process; the next clean stop writes a new one)."""
+        assert self._index is not None
+        if collection not in self._index.snapshots_invalidated:
+            index_snapshot.invalidate(self.snapshot_root, collection)
+            self._index.snapshots_invalidated.add(collection)
 
     def _flush_soon(self) -> None:
         """Lite: flush collections with FLUSH_ROWS unflushed rows, on a background thread."""
@@ -289,9 +332,8 @@ class MilvusVectorStore:
             if attempt >= 4 and not self._lite:
                 try:
                     index = self._client.prepare_index_params()
-                    index.add_index(
-                        "vector", index_type="HNSW", metric_type="COSINE", params={"M": 16, "efConstruction": 200}
-                    )
+                    index.add_index("vector", index_type=self._index_type, metric_type="COSINE",
+                                    params=self._index_params)
                     self._client.create_index(name, index)
                 except Exception:
                     pass  # the creator's index landed meanwhile, or the next load says why
@@ -309,7 +351,7 @@ class MilvusVectorStore:
         if self._lite:  # never searched: the in-process index answers (see the module's note)
             index.add_index("vector", index_type="FLAT", metric_type="COSINE")
         else:
-            index.add_index("vector", index_type="HNSW", metric_type="COSINE", params={"M": 16, "efConstruction": 200})
+            index.add_index("vector", index_type=self._index_type, metric_type="COSINE", params=self._index_params)
         kwargs: dict[str, Any] = {}
         if not self._lite:
             kwargs["consistency_level"] = "Bounded"
@@ -359,6 +401,7 @@ class MilvusVectorStore:
             index = self._index
 
             def upsert() -> None:
+                self._written(collection)
                 self._client.upsert(collection, rows, **kwargs)
                 if index is not None:  # in the same hold of the lock: the copy never lags a write
                     index.upsert(collection, scope, thash, items, vectors)
@@ -404,7 +447,7 @@ class MilvusVectorStore:
                 data=[vector.tolist()],
                 limit=top_k,
                 filter=f'scope == "{scope}" and ctx == "{context_hash}"',
-                search_params={"metric_type": "COSINE", "params": {"ef": max(64, top_k)}},
+                search_params={"metric_type": "COSINE", "params": self._server_search_params(top_k)},
                 output_fields=["id"],
                 **kwargs,
             )
@@ -412,6 +455,12 @@ class MilvusVectorStore:
         hits = [VectorHit(id=str(h["id"]), similarity=float(h["distance"])) for h in result[0]] if result else []
         hits.sort(key=lambda h: h.similarity, reverse=True)
         return hits
+
+    def _server_search_params(self, top_k: int) -> dict[str, Any]:
+        params = dict(self._search_params)
+        if self._index_type == "HNSW":
+            params["ef"] = max(int(params.get("ef", 64)), top_k)
+        return params
 
     def delete(self, tenant: str, model: str, ids: Sequence[str]) -> None:
         if not ids:
@@ -422,6 +471,8 @@ class MilvusVectorStore:
             self._call(lambda c=collection: self._delete(c, expr, ids, scope=scope))
 
     def _delete(self, collection: str, expr: str, ids: Sequence[str], scope: str | None = None) -> None:
+        if self._lite:
+            self._written(collection)
         self._client.delete(collection, filter=expr)
         if self._index is not None:  # in the same hold of the lock as the write
             self._index.delete(ids, scope=scope, collections=[collection])
@@ -445,6 +496,8 @@ class MilvusVectorStore:
         index = self._index
 
         def delete(collection: str) -> None:
+            if self._lite:
+                self._written(collection)
             self._client.delete(collection, filter=expr)
             if index is not None:
                 if model is None:
@@ -512,5 +565,19 @@ class MilvusVectorStore:
         except Exception:
             pass
         if self._index is not None:
-            self._index = None
-            _release_shared(self._path)
+            index, self._index = self._index, None
+            if _release_shared(self._path):
+                self._save_snapshots(index)
+
+    def _save_snapshots(self, index: MemoryIndex) -> None:
+        """The last Lite store of this process on its file: save every collection's copy and graphs."""
+        for name in index.collections():
+            if name not in index.snapshots_invalidated and (self.snapshot_root / name / index_snapshot.MANIFEST).exists():
+                continue  # read from a current copy and never written since: that copy still holds
+            started = time.monotonic()
+            try:
+                rows = index_snapshot.save(index, name, self.snapshot_root)
+                log.info("vector copy of %s saved: %d rows in %.1f s", name, rows, time.monotonic() - started)
+            except Exception:
+                log.warning("saving the vector copy of %s failed; the next start reads Milvus Lite", name,
+                            exc_info=True)

@@ -15,7 +15,7 @@ from typing import Any
 from .. import errors
 
 
-def _free_port() -> int:
+def free_port() -> int:
     import socket
 
     with socket.socket() as s:
@@ -27,7 +27,7 @@ class ChildServer:
     """``modelcache-svc serve`` in a child process on free ports and a temporary data dir."""
 
     def __init__(self, data_dir: Path, extra: Sequence[str], environ: dict[str, str], timeout: float = 300) -> None:
-        self.grpc_port, self.http_port = _free_port(), _free_port()
+        self.grpc_port, self.http_port = free_port(), free_port()
         env = {**environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
         args = [sys.executable, "-m", "modelcache_svc.cli", "serve", "--data-dir", str(data_dir),
                 "--host", "127.0.0.1", "--grpc-port", str(self.grpc_port), "--http-port", str(self.http_port),
