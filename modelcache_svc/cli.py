@@ -146,8 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("id")
 
     # Benchmarks and evaluation live in their own modules; each adds its verb.
-    from . import bench, evaluation
-    from .tools import bench_scale, repeat_bench, train
+    from .tools import bench, bench_scale, evaluation, repeat_bench, train
 
     bench.add_parser(sub)
     repeat_bench.add_parser(sub)
