@@ -15,7 +15,7 @@ from .limits import Limits, check_tenant_name
 
 ENV_PREFIX = "MODELCACHE_"
 DEFAULT_MODEL = "packaged:minilm-cache-en"
-DEFAULT_CJK_MODEL = "packaged:multilingual-e5-small"
+DEFAULT_CJK_MODEL = "packaged:e5-cache-zh"
 DEFAULT_SIMILARITY_THRESHOLD = 0.80
 EMBEDDING_BACKENDS = ("onnx", "onnx-int8", "torch", "text2vec")
 MILVUS_INDEX_TYPES = ("HNSW", "IVF_FLAT", "IVF_SQ8", "FLAT")
