@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from modelcache_svc import errors, evaluation
+from modelcache_svc import errors
+from modelcache_svc.tools import evaluation
 from modelcache_svc.tools.evaluation import (
     Outcome,
     Pair,
