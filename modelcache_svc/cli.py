@@ -35,6 +35,9 @@ def _serve_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rerank-lexical-weight", type=float,
                    help="candidates above the threshold ranked by cosine + this x word-pair overlap "
                    "(default 0.15; 0 = off)")
+    p.add_argument("--verify-answer-similarity", type=float,
+                   help="a verification write-back agrees with the entry at this cosine of the answers (default 0.9)")
+    p.add_argument("--feedback-keep-per-entry", type=int, help="feedback observations kept per entry (default 64)")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR")
     p.add_argument("--modelcache-compat-tenant", help="tenant served by POST /modelcache (default: default)")
 
@@ -82,6 +85,15 @@ def build_parser() -> argparse.ArgumentParser:
     _scope_flags(rm)
     rm.add_argument("ids", nargs="+")
 
+    fb = sub.add_parser("feedback", help="report that a served hit was WRONG or CORRECT")
+    _client_flags(fb)
+    _scope_flags(fb)
+    fb.add_argument("entry_id")
+    fb.add_argument("verdict", choices=["correct", "wrong"])
+    fb.add_argument("question", nargs="?", help="the question it was served for (or use --messages)")
+    fb.add_argument("--messages", help="the chat as JSON instead of a question")
+    fb.add_argument("--answer", default="", help="with wrong: the right answer, cached for that chat")
+
     cl = sub.add_parser("clear", help="drop every entry of a model (or of the whole tenant)")
     _client_flags(cl)
     _scope_flags(cl, model_required=False)
@@ -111,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
         t.add_argument("--max-entries", type=int, default=None)
         t.add_argument("--eviction", choices=["lru", "lfu", "fifo"], default=None, dest="eviction_policy")
         t.add_argument("--embedding-model", default=None)
+        t.add_argument("--max-error-rate", type=float, default=None,
+                       help="learned per-entry thresholds: the wrong-hit rate accepted (docs/hit-quality.md)")
+        t.add_argument("--verify-rate", type=float, default=None, help="share of uncertain hits verified (0..1)")
     for verb in ("get", "delete"):
         t = tsub.add_parser(verb)
         _client_flags(t)
@@ -132,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench.add_parser(sub)
     evaluation.add_parser(sub)
+    from .tools import online_eval
+
+    online_eval.add_flags(sub.choices["eval"])  # eval --online
     return parser
 
 
@@ -185,6 +203,10 @@ def run_client(args: argparse.Namespace, environ: dict[str, str]) -> int:
         elif args.command == "remove":
             n = client.remove(args.tenant, args.model, args.ids)
             _print(args, {"removed": n}, f"removed {n}")
+        elif args.command == "feedback":
+            action = client.feedback(args.tenant, args.model, args.entry_id, _chat(args), args.verdict,
+                                     answer=args.answer)
+            _print(args, {"action": action}, action)
         elif args.command == "clear":
             n = client.clear(args.tenant, args.model or None)
             _print(args, {"removed": n}, f"removed {n}")
@@ -216,7 +238,8 @@ def run_client(args: argparse.Namespace, environ: dict[str, str]) -> int:
 
 def _tenant_verb(args: argparse.Namespace, client: Any) -> None:
     verb = args.tenant_command
-    config_names = ("similarity_threshold", "ttl_seconds", "max_entries", "eviction_policy", "embedding_model")
+    config_names = ("similarity_threshold", "ttl_seconds", "max_entries", "eviction_policy", "embedding_model",
+                    "max_error_rate", "verify_rate")
     if verb in ("create", "update"):
         config = {k: getattr(args, k) for k in config_names if getattr(args, k) is not None}
         tenant = client.create_tenant(args.name, **config) if verb == "create" else client.update_tenant(args.name, **config)
@@ -256,6 +279,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in ("bench", "eval"):
             from . import bench, evaluation
 
+            if args.command == "eval" and args.online:
+                from .tools import online_eval
+
+                return online_eval.run(args, environ)
             module = bench if args.command == "bench" else evaluation
             return module.run(args, environ)
         return run_client(args, environ)

@@ -70,6 +70,15 @@ class Metrics:
             "modelcache_query_log_dropped_total", "Query-log rows dropped (queue full or store down).", registry=r)
         self.querylog_written = Counter(
             "modelcache_query_log_written_total", "Query-log rows written.", registry=r)
+        self.feedback_total = Counter(
+            "modelcache_feedback_total", "Feedback calls by tenant and verdict (correct, wrong).",
+            ["tenant", "verdict"], registry=r)
+        self.verifications = Counter(
+            "modelcache_verifications_total", "Verification write-backs by tenant and outcome "
+            "(agree, disagree, unknown_entry).", ["tenant", "outcome"], registry=r)
+        self.observed_error_rate = Gauge(
+            "modelcache_observed_error_rate", "Share of a tenant's recent feedback and verification observations "
+            "that were wrong.", ["tenant"], registry=r)
         self.ready = Gauge("modelcache_ready", "1 when the stores are reachable and the model is loaded.", registry=r)
 
     def tenant_label(self, tenant: str) -> str:
@@ -94,6 +103,19 @@ class Metrics:
             self.queries.labels(self.tenant_label(tenant), result).inc()
         except Exception:
             log.debug("metrics: query not recorded", exc_info=True)
+
+    def feedback(self, tenant: str, verdict: str) -> None:
+        self.count(self.feedback_total, self.tenant_label(tenant), verdict)
+
+    def verification(self, tenant: str, outcome: str) -> None:
+        self.count(self.verifications, self.tenant_label(tenant), outcome)
+
+    def observed_error(self, tenant: str, rate: float | None) -> None:
+        try:
+            if rate is not None:
+                self.observed_error_rate.labels(self.tenant_label(tenant)).set(rate)
+        except Exception:
+            log.debug("metrics: observed error rate not recorded", exc_info=True)
 
     def stage(self, stage: str, seconds: float) -> None:
         try:

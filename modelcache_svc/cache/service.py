@@ -25,12 +25,13 @@ from ..errors import CacheError, InvalidArgument, ResourceExhausted, Unavailable
 from ..metrics import Metrics
 from ..stores.base import ScalarStore, VectorHit, VectorStore
 from .exact_cache import ExactCache
-from .keys import ChatKey, chat_key, check_answer, check_entry_ids, check_metadata, check_model_name, check_tenant_name
+from .feedback import Learner, learning_active
+from .keys import ENTRY_ID, ChatKey, chat_key, check_answer, check_entry_ids, check_metadata, check_model_name, check_tenant_name
 from .matching import guard_veto, lexical_overlap, resolve_threshold
 from .querylog import QueryLog, QueryLogRow
 from .tenants import ADMIN, Principal, TenantRegistry
 from ..embedding import EmbeddingBatcher
-from .types import EntryRow, MatchKind, Message, NewEntry, QueryResult, Scope, Tenant, TenantConfig
+from .types import EntryLearning, EntryRow, MatchKind, Message, NewEntry, QueryResult, Scope, Tenant, TenantConfig
 
 log = logging.getLogger("modelcache_svc.cache")
 T = TypeVar("T")
@@ -85,6 +86,7 @@ class CacheCore:
             retention_s=settings.query_log_retention_s,
             clock=clock,
         )
+        self.learner = Learner(self)  # learning from feedback: cache/feedback.py
 
     # -- lifecycle --------------------------------------------------------------
     async def start(self) -> None:
@@ -238,7 +240,9 @@ class CacheCore:
             self._hits.append((row.id, now))
             return QueryResult(True, MatchKind.EXACT, row.answer, row.id, 1.0, row.question)
         embedder = await self.embedders.get(tenant.config.embedding_model)
-        return await self._semantic(embedder, scope, key, threshold, top_k or self.settings.top_k, now)
+        return await self._semantic(
+            embedder, scope, tenant, key, threshold, similarity_threshold is not None, top_k or self.settings.top_k, now
+        )
 
     def _chat_key(self, messages: Sequence[Message]) -> ChatKey:
         """chat_key(messages), remembered for recent short chats (a pure function of them)."""
@@ -258,16 +262,21 @@ class CacheCore:
         return key
 
     async def _semantic(
-        self, embedder: EmbeddingBatcher, scope: Scope, key: ChatKey, threshold: float, top_k: int, now: float
+        self, embedder: EmbeddingBatcher, scope: Scope, tenant: Tenant, key: ChatKey, threshold: float,
+        explicit: bool, top_k: int, now: float,
     ) -> QueryResult:
         with self.metrics.timed("embed"):
             vector = await embedder.embed(key.question)
+        floor = self.learner.candidate_floor(tenant, threshold, explicit)
         # Search and read in one trip to the pool (each stage still timed on its own).
-        candidates, rows = await self._run(
-            self._search_and_read, embedder.model_id, scope, key.context_hash, vector, top_k, threshold, now
+        candidates, rows, learning = await self._run(
+            self._search_and_read, embedder.model_id, scope, key.context_hash, vector, top_k, floor, now
         )
+        if not learning and not learning_active(tenant):
+            learning = None  # nothing learned here: the plain decision
         weight = self.settings.rerank_lexical_weight
         best: tuple[float, VectorHit, EntryRow] | None = None
+        ranked: list[tuple[float, VectorHit, EntryRow]] = []
         for hit in candidates:
             row = rows.get(hit.id)
             # A vector without a live row of this very scope and context is never served.
@@ -280,6 +289,9 @@ class CacheCore:
                 if reason is not None:
                     self.metrics.count(self.metrics.guard_vetoes, reason)
                     continue
+            if learning is not None:  # the learned decision walks every candidate, best first
+                ranked.append((hit.similarity + weight * lexical_overlap(key.question, row.question), hit, row))
+                continue
             if not weight:
                 best = (hit.similarity, hit, row)
                 break
@@ -289,6 +301,14 @@ class CacheCore:
             rank = hit.similarity + weight * lexical_overlap(key.question, row.question)
             if best is None or rank > best[0]:
                 best = (rank, hit, row)
+        if learning is not None:
+            ranked.sort(key=lambda c: -c[0])
+            pool = await self.learner.pool(tenant)
+            choice = self.learner.choose(tenant, [(h, r) for _, h, r in ranked], learning, threshold, pool)
+            if choice.verify is not None:
+                await self.learner.offer(scope, key, choice.verify[1].id, choice.verify[0].similarity)
+                return QueryResult.miss(verify_entry_id=choice.verify[1].id)
+            best = None if choice.serve is None else (0.0, *choice.serve)
         if best is None:
             return QueryResult.miss()
         _, hit, row = best
@@ -298,16 +318,18 @@ class CacheCore:
     def _search_and_read(
         self, embed_model: str, scope: Scope, context_hash: str, vector: Any, top_k: int, threshold: float,
         now: float,
-    ) -> tuple[list[VectorHit], dict[str, EntryRow]]:
-        """On a pool thread: the candidates above the threshold and their live rows."""
+    ) -> tuple[list[VectorHit], dict[str, EntryRow], dict[str, EntryLearning] | None]:
+        """On a pool thread: the candidates above the threshold, their live rows, and what was learned
+        about them (feedback: floors, observations)."""
         with self.metrics.timed("vector_search"):
             # The collection of the tenant's model: vectors of two models are never compared.
             hits = self.vector.search(embed_model, scope.tenant, scope.model, context_hash, vector, top_k)
         candidates = [h for h in hits if h.similarity >= threshold]
         if not candidates:
-            return [], {}
+            return [], {}, None
         with self.metrics.timed("scalar_read"):
-            return candidates, self.scalar.get_entries([h.id for h in candidates], now)
+            rows = self.scalar.get_entries([h.id for h in candidates], now)
+            return candidates, rows, self.scalar.learning_of(list(rows))
 
     # -- insert ------------------------------------------------------------------------
     @contextmanager
@@ -349,6 +371,8 @@ class CacheCore:
                 key = chat_key(entry.messages, limits)
                 answer = check_answer(entry.answer, limits)
                 metadata = check_metadata(entry.metadata, limits)
+                if entry.verifies and not ENTRY_ID.match(entry.verifies):
+                    raise InvalidArgument("verifies must be the verify_entry_id of a query (32 lowercase hex)")
                 ttl = entry.ttl_seconds or tenant.config.ttl_seconds
                 if ttl < 0 or ttl > MAX_TTL_SECONDS:
                     raise InvalidArgument(f"ttl_seconds must be 0..{MAX_TTL_SECONDS}")
@@ -395,6 +419,7 @@ class CacheCore:
                 log.warning("insert: vector write failed and rows %s stay for the repair pass", created)
             raise
         self.metrics.count(self.metrics.inserted, self.metrics.tenant_label(scope.tenant), amount=len(ids))
+        await self.learner.verify_written(scope, tenant, embedder, entries, keys, vectors)
         if tenant.config.max_entries:
             await self._enforce_capacity(tenant)
         return ids
@@ -428,6 +453,14 @@ class CacheCore:
             by_model.setdefault(model, []).append(entry_id)
         for model, ids in by_model.items():
             await self._run(self.vector.delete, tenant, model, ids)
+
+    async def feedback(
+        self, principal: Principal, scope: Scope, entry_id: str, messages: Sequence[Message], verdict: str,
+        answer: str = "",
+    ) -> str:
+        """A product's verdict on a served hit; what was done, in words (cache/feedback.py)."""
+        with self._admit(scope.tenant):
+            return await self.learner.feedback(principal, scope, entry_id, messages, verdict, answer)
 
     # -- remove / clear ------------------------------------------------------------------
     async def remove(self, principal: Principal, scope: Scope, ids: Sequence[str]) -> int:
@@ -465,6 +498,7 @@ class CacheCore:
         await self._flush_hits()
         counts = await self._run(self.scalar.models_of_tenant, tenant)
         logged = await self._run(self.scalar.query_log_since, tenant, model or None, self._clock() - window_s)
+        logged = [row for row in logged if ":" not in row[1]]  # feedback:* and verify:* rows are not queries
         tops = await self._run(self.scalar.top_entries, tenant, model or None, top * max(1, len(counts)))
         models = sorted({model} if model else set(counts) | {m for m, _, _ in logged})
         out = []
@@ -650,6 +684,8 @@ class CacheCore:
         while True:
             rows = await self._run(self.scalar.expired, self._clock(), 1000)
             if not rows:
+                await self._run(self.scalar.purge_pending_verifications,
+                                self._clock() - self.settings.verify_pending_ttl_s)
                 return total
             by_tenant: dict[str, list[tuple[str, str]]] = {}
             for entry_id, tenant, model in rows:

@@ -1,0 +1,1 @@
+"""Tools that drive a real service for measurement (eval --online, ...): each hooked into cli.py by one verb or flag."""
