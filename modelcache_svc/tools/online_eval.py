@@ -184,7 +184,7 @@ def add_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--zipf", type=float, default=1.1, help="online: Zipf exponent of b popularity (default 1.1)")
     g.add_argument("--seed", type=int, default=15, help="online: seed of the stream and the reports")
     g.add_argument("--report-rate", type=float, default=0.5, help="online: share of wrong hits users report")
-    g.add_argument("--verify-rate", type=float, default=0.1, help="online: the learning tenants' verify_rate")
+    g.add_argument("--verify-rate", type=float, default=0.2, help="online: the learning tenants' verify_rate")
     g.add_argument("--max-error-rate", type=float, default=0.05, help="online: max_error_rate of the learned run")
     g.add_argument("--no-writeback", action="store_true", help="online: the product does not write back plain "
                    "misses (verification write-backs still happen)")

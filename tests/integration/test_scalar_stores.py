@@ -21,6 +21,7 @@ from modelcache_svc.cache.types import ApiKeyRecord, EntryRow, EvictionPolicy, T
 from modelcache_svc.errors import AlreadyExists, InvalidArgument, Unavailable
 from modelcache_svc.stores import open_scalar_store
 from modelcache_svc.stores.base import ScalarStore
+from modelcache_svc.stores.migrations import load_migrations
 from modelcache_svc.stores.mysql_store import MySQLStore
 from modelcache_svc.stores.sqlite_store import SQLiteStore
 
@@ -65,15 +66,16 @@ def migration_versions(store: Any) -> list[int]:
 
 
 # -- migrations ----------------------------------------------------------------------
+ALL_VERSIONS = [m.version for m in load_migrations("sqlite", "")]
 
 
 def test_migrate_is_idempotent_and_recorded(scalar_store_uri: str) -> None:
     namespace = fresh_namespace()
     store = open_scalar_store(scalar_store_uri, namespace)
     try:
-        assert store.migrate() == [1]
+        assert store.migrate() == ALL_VERSIONS
         assert store.migrate() == []
-        assert migration_versions(store) == [1]
+        assert migration_versions(store) == ALL_VERSIONS
     finally:
         store.close()
     again = open_scalar_store(scalar_store_uri, namespace)
@@ -95,8 +97,8 @@ def test_concurrent_migrations_apply_once(scalar_store_uri: str) -> None:
     try:
         with ThreadPoolExecutor(len(stores)) as pool:
             results = list(pool.map(run, stores))
-        assert sorted(v for r in results for v in r) == [1]
-        assert migration_versions(stores[0]) == [1]
+        assert sorted(v for r in results for v in r) == ALL_VERSIONS
+        assert migration_versions(stores[0]) == ALL_VERSIONS
     finally:
         for store in stores:
             store.close()
