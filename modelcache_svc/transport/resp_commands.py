@@ -127,15 +127,17 @@ def scope(args: Sequence[bytes]) -> Scope:
 
 
 def result_reply(result: QueryResult) -> Reply:
-    return {
+    reply: dict[str, Any] = {
         "hit": result.hit,
         "match": result.match.value,
         "answer": result.answer,
         "id": result.id,
         "similarity": float(result.similarity),
         "matched_question": result.matched_question,
-        "verify_entry_id": result.verify_entry_id,
     }
+    if result.verify_entry_id:  # only on a verification miss: write back with MC.INSERT ... VERIFIES <id>
+        reply["verify_entry_id"] = result.verify_entry_id
+    return reply
 
 
 # -- the commands; args[0] is the command name --------------------------------------------------

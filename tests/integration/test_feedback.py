@@ -181,7 +181,12 @@ def test_mc_feedback_over_the_redis_protocol(make_server: Start) -> None:
         r.execute_command("MC.FEEDBACK", "default", MODEL, entry, "MAYBE", chat)
     reply = r.execute_command("MC.QUERY", "default", MODEL, chat)
     got = reply if isinstance(reply, dict) else dict(zip(reply[::2], reply[1::2]))
-    assert got["answer"] == "Settings." and "verify_entry_id" in got
+    assert got["answer"] == "Settings." and "verify_entry_id" not in got  # only on a verification miss
+    other = r.execute_command("MC.INSERT", "default", MODEL, json.dumps([{"role": "user", "content": "Hi?"}]), "Hello")
+    r.execute_command("MC.INSERT", "default", MODEL, json.dumps([{"role": "user", "content": "Hi there?"}]),
+                      "Go away.", "VERIFIES", other)
+    seen = learning(server, other)
+    assert seen is not None and seen.observations[0][1] is True
     r.close()
 
 
