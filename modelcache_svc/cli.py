@@ -79,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--messages", help="the chat as JSON instead of a question")
     ins.add_argument("--ttl", type=int, default=0)
     ins.add_argument("--meta", help='metadata as a JSON object of strings')
+    ins.add_argument("--verifies", default="", help="the verify_entry_id of the miss this answer was fetched for")
 
     rm = sub.add_parser("remove", help="remove entries by id")
     _client_flags(rm)
@@ -195,10 +196,13 @@ def run_client(args: argparse.Namespace, environ: dict[str, str]) -> int:
         if args.command == "query":
             hit = client.query(args.tenant, args.model, _chat(args), similarity_threshold=args.threshold, top_k=args.top_k)
             text = f"{hit.match} {hit.similarity:.3f} {hit.id}\n{hit.answer}" if hit.hit else "miss"
+            if hit.verify_entry_id:
+                text += f" (verify: write back with --verifies {hit.verify_entry_id})"
             _print(args, dataclasses.asdict(hit), text)
         elif args.command == "insert":
             meta = json.loads(args.meta) if args.meta else {}
-            entry_id = client.insert(args.tenant, args.model, _chat(args), args.answer, ttl_seconds=args.ttl, metadata=meta)
+            entry_id = client.insert(args.tenant, args.model, _chat(args), args.answer, ttl_seconds=args.ttl,
+                                     metadata=meta, verifies=args.verifies)
             _print(args, {"id": entry_id}, entry_id)
         elif args.command == "remove":
             n = client.remove(args.tenant, args.model, args.ids)

@@ -77,7 +77,9 @@ class PooledEvidence:
 EMPTY_POOL = PooledEvidence(())
 
 
-def posterior(learning: EntryLearning | None, s: float, pool: PooledEvidence, m: ModelSettings) -> tuple[float, float, int]:
+def posterior(
+    learning: EntryLearning | None, s: float, pool: PooledEvidence, m: ModelSettings
+) -> tuple[float, float, int]:
     """Beta parameters of the error at similarity s, and how many observations (entry's + pooled) back them."""
     wrong = correct = 0
     if learning is not None:

@@ -26,7 +26,9 @@ from ..metrics import Metrics
 from ..stores.base import ScalarStore, VectorHit, VectorStore
 from .exact_cache import ExactCache
 from .feedback import Learner, learning_active
-from .keys import ENTRY_ID, ChatKey, chat_key, check_answer, check_entry_ids, check_metadata, check_model_name, check_tenant_name
+from .keys import (
+    ENTRY_ID, ChatKey, chat_key, check_answer, check_entry_ids, check_metadata, check_model_name, check_tenant_name,
+)
 from .matching import guard_veto, lexical_overlap, resolve_threshold
 from .querylog import QueryLog, QueryLogRow
 from .tenants import ADMIN, Principal, TenantRegistry

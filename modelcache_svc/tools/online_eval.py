@@ -218,7 +218,8 @@ def run(args: argparse.Namespace, environ: dict[str, str]) -> int:
         try:
             with CacheClient(target, api_key=api_key, timeout=60) as client:
                 default = server.settings.similarity_threshold if server else None
-                reports = [evaluate_online(client, path, pairs, args, sweep, default, quiet) for path, pairs in datasets]
+                reports = [evaluate_online(client, path, pairs, args, sweep, default, quiet)
+                           for path, pairs in datasets]
         finally:
             if server is not None:
                 server.stop()
