@@ -201,3 +201,23 @@ def test_feedback_and_verifications_are_counted_and_logged(server: ThreadServer)
     assert 'modelcache_feedback_total{tenant="default",verdict="wrong"} 1.0' in text
     rows = server.core.scalar.query_log_since("default", MODEL, 0)
     assert ("m1", "feedback:wrong") in {(m, k) for m, k, _ in rows}
+
+
+@pytest.mark.parametrize("scalar_store_uri", ["sqlite"], indirect=True)
+def test_the_async_client_reports_and_verifies(server: ThreadServer) -> None:
+    import asyncio
+
+    from modelcache_svc.client import AsyncCacheClient
+
+    async def go() -> tuple[str, str, str]:
+        async with AsyncCacheClient(server.target) as c:
+            await c.create_tenant("av", verify_rate=1.0)
+            entry = await c.insert("av", MODEL, OWN, ANSWER)
+            miss = await c.query("av", MODEL, FAR)
+            await c.insert("av", MODEL, FAR, ANSWER, verifies=miss.verify_entry_id)
+            return entry, miss.verify_entry_id, await c.feedback("av", MODEL, entry, NEAR, "correct")
+
+    entry, verified, action = asyncio.run(go())
+    assert verified == entry and "recorded CORRECT" in action
+    seen = learning(server, entry)
+    assert seen is not None and [w for _, w in seen.observations] == [False, False]  # verified agree + CORRECT
