@@ -194,7 +194,8 @@ def add_flags(p: argparse.ArgumentParser) -> None:
                    help="online: the tenant threshold of every run (default: the server's)")
 
 
-def run(args: argparse.Namespace, environ: dict[str, str]) -> int:
+def run(args: argparse.Namespace, environ: dict[str, str], *, embedder: Any = None) -> int:
+    """eval --online. ``embedder`` (tests): a loaded default model for the in-process server."""
     from ..client import CacheClient
 
     for name in ("report_rate", "verify_rate"):
@@ -212,7 +213,8 @@ def run(args: argparse.Namespace, environ: dict[str, str]) -> int:
     print("starting a service in this process ..." if not args.target else f"replaying against {args.target}",
           file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="modelcache-online-") as tmp:
-        server = None if args.target else InProcessServer(Path(tmp), environ, guard=not args.no_guard)
+        server = None if args.target else InProcessServer(Path(tmp), environ, guard=not args.no_guard,
+                                                          embedder=embedder)
         target = args.target or (server.target if server else "")
         api_key = args.api_key or environ.get("MODELCACHE_API_KEY") or None
         try:
