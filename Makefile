@@ -7,7 +7,7 @@ GEN    := modelcache_svc/_gen/modelcache/v1/modelcache_pb2.py
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup proto run test test-tools bench eval clean
+.PHONY: setup proto run test test-tools bench eval models clean
 
 setup: $(STAMP) $(GEN)
 
@@ -39,6 +39,17 @@ test-tools:
 
 test: setup test-tools
 	$(PY) -m pytest -q $(ARGS)
+
+# The cache-tuned models in modelcache_svc/models/, rebuilt from ../shared/train (never ../shared/eval):
+# the English default fine-tuned from all-MiniLM-L6-v2 on QQP's training pairs (CoSENT, one epoch, seed 0,
+# weights in fp16), and the similarity scale of multilingual-e5-small (the CJK model) fitted on LCQMC's
+# training split. About an hour on 2 cores (docs/hit-quality.md, "Models tuned for caching").
+TRAIN ?= ../shared/train
+models: setup
+	$(VENV)/bin/modelcache-svc train --pairs $(TRAIN)/qqp_train_en.jsonl --out modelcache_svc/models/minilm-cache-en \
+		--epochs 1 --lr 3e-5 --max-seq-length 64 --threads 1 --seed 0 --half
+	$(VENV)/bin/modelcache-svc train --fit-scale-only --base packaged:multilingual-e5-small \
+		--pairs $(TRAIN)/lcqmc_valid_zh.jsonl --holdout 4000 --out modelcache_svc/models/multilingual-e5-small
 
 clean:
 	rm -rf $(VENV) modelcache_svc/_gen data

@@ -35,7 +35,9 @@ def check_exposure(settings: Settings) -> None:
         )
 
 
-def build_core(settings: Settings, embedder: Embedder | None = None) -> CacheCore:
+def build_core(settings: Settings, embedder: Embedder | None = None, cjk_embedder: Embedder | None = None) -> CacheCore:
+    """``embedder`` / ``cjk_embedder``: already loaded models for the default and the CJK model (tests
+    share them between servers); otherwise both load here, before the service says it is ready."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -60,7 +62,12 @@ def build_core(settings: Settings, embedder: Embedder | None = None) -> CacheCor
             on_batch=metrics.embedding_batch,
         )
 
-    pool = EmbedderPool(batcher(embedder or load(settings.embedding_model)), load, batcher)
+    pool = EmbedderPool(
+        batcher(embedder or load(settings.embedding_model)), load, batcher, cjk_model=settings.embedding_model_cjk
+    )
+    if settings.embedding_model_cjk:
+        # Loaded now, not on the first Chinese question: no request pays seconds of model loading.
+        pool.add(settings.embedding_model_cjk, cjk_embedder or load(settings.embedding_model_cjk))
     return CacheCore(settings, scalar, vector, pool, metrics=metrics)
 
 

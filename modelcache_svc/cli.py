@@ -31,6 +31,9 @@ def _serve_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--admin-key", help="turns authentication on; the key that reaches everything")
     p.add_argument("--embedding-backend", choices=list(EMBEDDING_BACKENDS), help="default onnx")
     p.add_argument("--embedding-model", help="packaged:all-MiniLM-L6-v2 (default) or a local model folder")
+    p.add_argument("--embedding-model-cjk",
+                   help="model for questions with CJK characters in tenants on the default model "
+                   "(default packaged:multilingual-e5-small; empty = one model for all)")
     p.add_argument("--similarity-threshold", type=float, help="default cosine threshold for a semantic hit")
     p.add_argument("--rerank-lexical-weight", type=float,
                    help="candidates above the threshold ranked by cosine + this x word-pair overlap "
@@ -113,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     _client_flags(rp)
     rp.add_argument("--tenant", default="", help="one tenant (default: all)")
 
+    from .tools import policy as policy_tool
+
     tenant = sub.add_parser("tenant", help="manage tenants")
     tsub = tenant.add_subparsers(dest="tenant_command", required=True)
     for verb in ("create", "update"):
@@ -127,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
         t.add_argument("--max-error-rate", type=float, default=None,
                        help="learned per-entry thresholds: the wrong-hit rate accepted (docs/hit-quality.md)")
         t.add_argument("--verify-rate", type=float, default=None, help="share of uncertain hits verified (0..1)")
+        policy_tool.add_policy_flags(t)
     for verb in ("get", "delete"):
         t = tsub.add_parser(verb)
         _client_flags(t)
@@ -145,9 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Benchmarks and evaluation live in their own modules; each adds its verb.
     from . import bench, evaluation
+    from .tools import train
 
     bench.add_parser(sub)
     evaluation.add_parser(sub)
+    train.add_parser(sub)
+    policy_tool.add_parser(sub)
     from .tools import online_eval
 
     online_eval.add_flags(sub.choices["eval"])  # eval --online
@@ -198,12 +207,15 @@ def run_client(args: argparse.Namespace, environ: dict[str, str]) -> int:
             text = f"{hit.match} {hit.similarity:.3f} {hit.id}\n{hit.answer}" if hit.hit else "miss"
             if hit.verify_entry_id:
                 text += f" (verify: write back with --verifies {hit.verify_entry_id})"
+            if hit.uncacheable:
+                text = f"miss: uncacheable ({hit.uncacheable})"
             _print(args, dataclasses.asdict(hit), text)
         elif args.command == "insert":
             meta = json.loads(args.meta) if args.meta else {}
             entry_id = client.insert(args.tenant, args.model, _chat(args), args.answer, ttl_seconds=args.ttl,
                                      metadata=meta, verifies=args.verifies)
-            _print(args, {"id": entry_id}, entry_id)
+            refused = getattr(entry_id, "uncacheable", "")
+            _print(args, {"id": entry_id, "uncacheable": refused}, entry_id or f"not stored: uncacheable ({refused})")
         elif args.command == "remove":
             n = client.remove(args.tenant, args.model, args.ids)
             _print(args, {"removed": n}, f"removed {n}")
@@ -246,6 +258,11 @@ def _tenant_verb(args: argparse.Namespace, client: Any) -> None:
                     "max_error_rate", "verify_rate")
     if verb in ("create", "update"):
         config = {k: getattr(args, k) for k in config_names if getattr(args, k) is not None}
+        from .tools import policy as policy_tool
+
+        if policy_tool.policy_flags_given(args):
+            current = client.get_tenant(args.name).cacheability if verb == "update" else None
+            config["cacheability"] = policy_tool.policy_from_flags(args, current)
         tenant = client.create_tenant(args.name, **config) if verb == "create" else client.update_tenant(args.name, **config)
         _print(args, dataclasses.asdict(tenant), _tenant_line(tenant))
     elif verb == "get":
@@ -264,7 +281,14 @@ def _tenant_line(t: Any) -> str:
     return (
         f"{t.name}\tentries={t.entries}\tthreshold={threshold}\tttl={t.ttl_seconds}"
         f"\tmax_entries={t.max_entries}\teviction={t.eviction_policy}"
+        + (f"\tcacheability: {_policy_line(t.cacheability)}" if getattr(t, "cacheability", None) else "")
     )
+
+
+def _policy_line(policy: Any) -> str:
+    from .tools.policy import policy_summary
+
+    return policy_summary(policy)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -280,6 +304,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             asyncio.run(serve(settings))
             return 0
+        if args.command == "policy-eval":
+            from .tools import policy as policy_tool
+
+            return policy_tool.run(args, environ)
         if args.command in ("bench", "eval"):
             from . import bench, evaluation
 
@@ -289,6 +317,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return online_eval.run(args, environ)
             module = bench if args.command == "bench" else evaluation
             return module.run(args, environ)
+        if args.command == "train":
+            from .tools import train
+
+            return train.run(args)
         return run_client(args, environ)
     except errors.CacheError as exc:
         code = getattr(exc, "code", None)

@@ -14,6 +14,7 @@ from .errors import InvalidArgument
 
 ENV_PREFIX = "MODELCACHE_"
 DEFAULT_MODEL = "packaged:all-MiniLM-L6-v2"
+DEFAULT_CJK_MODEL = "packaged:multilingual-e5-small"
 DEFAULT_SIMILARITY_THRESHOLD = 0.80
 EMBEDDING_BACKENDS = ("onnx", "onnx-int8", "torch", "text2vec")
 
@@ -45,6 +46,8 @@ class Settings:
     embedding_backend: str = "onnx"  # onnx | onnx-int8 | torch | text2vec
     model_cache_dir: str = ""  # "" = ~/.cache/modelcache_svc/onnx (exported ONNX models)
     embedding_model: str = DEFAULT_MODEL
+    # Questions with CJK characters, in tenants on the default model, go to this one ("" = no routing).
+    embedding_model_cjk: str = DEFAULT_CJK_MODEL
     embedding_max_batch: int = 32
     embedding_max_wait_ms: float = 2.0
     embedding_threads: int = 0  # 0 = torch's default

@@ -280,8 +280,10 @@ def evaluate(client: Any, pairs: Sequence[Pair], *, tenant: str, configured: flo
         report: dict[str, Any] = {
             "rows": len(pairs),
             "positives": sum(p.label for p in pairs),
-            "entries": len(set(own)),
+            "entries": len(set(own) - {""}),
             "rows_sharing_an_entry": len(pairs) - len(set(own)),
+            # Rows whose a the tenant's cacheability policy refused (id ""): every b of them is a miss.
+            "a_refused_by_policy": own.count(""),
             "tenant": tenant,
             "top_k": top_k or "server default",
             "sweep_queries": sum(map(len, swept)),
@@ -460,8 +462,9 @@ def _run_all(client: Any, args: argparse.Namespace, datasets: Sequence[tuple[Pat
             report = evaluate(client, pairs, tenant=tenant, configured=configured, sweep=sweep, top_k=args.top_k,
                               target_precision=args.target_precision, verify=not args.no_verify, progress=progress)
             guard: bool | str = server.settings.precision_guard if server else "the server's setting"
+            cjk = (server.settings.embedding_model_cjk if server else "the server's setting") if not temporary else ""
             reports.append({"dataset": str(path), "mode": args.mode, "target": args.target or "in-process",
-                            "embedding_model": model,
+                            "embedding_model": model, "embedding_model_cjk": cjk,
                             "guard": guard, "configured_threshold": configured, **report})
         if args.write_tenant:
             _write(client, args.write_tenant, reports)

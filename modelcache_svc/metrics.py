@@ -79,6 +79,11 @@ class Metrics:
         self.observed_error_rate = Gauge(
             "modelcache_observed_error_rate", "Share of a tenant's recent feedback and verification observations "
             "that were wrong.", ["tenant"], registry=r)
+        self.uncacheable = Counter(
+            "modelcache_uncacheable_total",
+            "Questions the cacheability policy flagged, by tenant, call (query/insert), class "
+            "(user_specific, time_sensitive, pii, rule) and the action taken (refuse, allow, short_ttl).",
+            ["tenant", "call", "class", "action"], registry=r)
         self.ready = Gauge("modelcache_ready", "1 when the stores are reachable and the model is loaded.", registry=r)
 
     def tenant_label(self, tenant: str) -> str:
@@ -116,6 +121,11 @@ class Metrics:
                 self.observed_error_rate.labels(self.tenant_label(tenant)).set(rate)
         except Exception:
             log.debug("metrics: observed error rate not recorded", exc_info=True)
+    def flagged(self, tenant: str, call: str, klass: str, action: str) -> None:
+        try:
+            self.uncacheable.labels(self.tenant_label(tenant), call, klass, action).inc()
+        except Exception:
+            log.debug("metrics: cacheability not recorded", exc_info=True)
 
     def stage(self, stage: str, seconds: float) -> None:
         try:

@@ -4,6 +4,7 @@ this process (sharing one loaded model) or as a `modelcache-svc serve` process."
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import socket
 import subprocess
@@ -17,10 +18,16 @@ import grpc
 
 from modelcache_svc.app import Service, build_core
 from modelcache_svc.client import CacheClient
-from modelcache_svc.config import Settings
-from modelcache_svc.embedding import Embedder
+from modelcache_svc.config import DEFAULT_CJK_MODEL, Settings
+from modelcache_svc.embedding import Embedder, load_embedder
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@functools.cache
+def shared_cjk_embedder() -> Embedder:
+    """The CJK model, loaded once per test process and shared by the servers of this process."""
+    return load_embedder("onnx", DEFAULT_CJK_MODEL)
 
 
 def free_port() -> int:
@@ -37,7 +44,8 @@ class ThreadServer:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.service = Service(settings, build_core(settings, embedder))
+        cjk = shared_cjk_embedder() if settings.embedding_model_cjk == DEFAULT_CJK_MODEL else None
+        self.service = Service(settings, build_core(settings, embedder, cjk))
         self.call(self.service.start(), timeout=120)
         self.target = f"127.0.0.1:{self.service.grpc_port}"
 

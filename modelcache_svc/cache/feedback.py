@@ -42,12 +42,15 @@ VERDICTS = ("correct", "wrong")
 POOL_SIZE = 5_000  # a tenant's newest observations that make its pooled evidence
 
 
+Candidate = tuple[float, "VectorHit", EntryRow]  # (similarity on the common threshold scale, hit, row)
+
+
 @dataclass(frozen=True, slots=True)
 class Choice:
     """What a semantic query does with its candidates: serve one, verify one, or neither (a miss)."""
 
-    serve: tuple[VectorHit, EntryRow] | None = None
-    verify: tuple[VectorHit, EntryRow] | None = None
+    serve: Candidate | None = None
+    verify: Candidate | None = None
 
 
 def learning_active(tenant: Tenant) -> bool:
@@ -97,7 +100,7 @@ class Learner:
     def choose(
         self,
         tenant: Tenant,
-        ranked: Sequence[tuple[VectorHit, EntryRow]],
+        ranked: Sequence[Candidate],
         learning: dict[str, EntryLearning],
         threshold: float,
         pool: PooledEvidence,
@@ -105,16 +108,16 @@ class Learner:
         """Walk the candidates best first: serve the first the model serves (or verify it, at the tenant's
         rate, when it is uncertain); a refused but uncertain one is offered for verification on the miss."""
         config = tenant.config
-        explore: tuple[VectorHit, EntryRow] | None = None
-        for hit, row in ranked:
-            d: Decision = decide(learning.get(row.id), hit.similarity, threshold, config.max_error_rate, pool,
-                                 self.model)
+        explore: Candidate | None = None
+        for candidate in ranked:
+            similarity, _, row = candidate
+            d: Decision = decide(learning.get(row.id), similarity, threshold, config.max_error_rate, pool, self.model)
             if d.serve:
                 if d.uncertain and config.verify_rate > 0 and self._rng.random() < config.verify_rate:
-                    return Choice(verify=(hit, row))
-                return Choice(serve=(hit, row))
+                    return Choice(verify=candidate)
+                return Choice(serve=candidate)
             if d.uncertain and explore is None and config.verify_rate > 0:
-                explore = (hit, row)  # a miss anyway: verifying it costs the product nothing more
+                explore = candidate  # a miss anyway: verifying it costs the product nothing more
         return Choice(verify=explore)
 
     async def offer(self, scope: Scope, key: ChatKey, entry_id: str, similarity: float) -> None:
@@ -123,34 +126,32 @@ class Learner:
                         float(similarity), self.core._clock())
 
     # -- verification write-backs ----------------------------------------------------------
-    async def verify_written(
-        self, scope: Scope, tenant: Tenant, embedder: EmbeddingBatcher, entries: Sequence[NewEntry],
-        keys: Sequence[ChatKey], vectors: np.ndarray,
-    ) -> None:
-        """Score each write-back that names the entry it verifies: the same answer (normalised), or one
+    async def verify_written(self, scope: Scope, written: Sequence[tuple[NewEntry, ChatKey, EmbeddingBatcher]]) -> None:
+        """Score each stored write-back that names the entry it verifies: the same answer (normalised), or one
         whose embedding's cosine reaches verify_answer_similarity, is a CORRECT for that entry."""
-        todo = [(i, e.verifies) for i, e in enumerate(entries) if e.verifies]
-        if not todo:
+        if not written:
             return
         now = self.core._clock()
-        rows = await self._run(self.core.scalar.get_entries, [v for _, v in todo], now)
+        rows = await self._run(self.core.scalar.get_entries, [e.verifies for e, _, _ in written], now)
         observations: list[Observation] = []
-        for i, entry_id in todo:
+        for entry, key, embedder in written:
+            entry_id = entry.verifies
             row = rows.get(entry_id)
             if row is None or row.tenant != scope.tenant or row.model != scope.model:
                 self.core.metrics.verification(scope.tenant, "unknown_entry")
                 continue
-            if row.exact_key == keys[i].exact_key:
+            if row.exact_key == key.exact_key:
                 continue  # the entry's own chat, re-written: nothing to compare
             similarity = await self._run(
-                self.core.scalar.take_pending_verification, entry_id, keys[i].exact_key,
+                self.core.scalar.take_pending_verification, entry_id, key.exact_key,
                 now - self.core.settings.verify_pending_ttl_s,
             )
             if similarity is None:  # no pending record (expired, or never offered): measure it again
-                similarity = float(np.dot(vectors[i], (await embedder.embed(row.question))))
-            agree = await self._answers_agree(embedder, entries[i].answer, row.answer)
+                va, vb = await embedder.embed_many([key.question, row.question])
+                similarity = embedder.reported(float(np.dot(va, vb)))
+            agree = await self._answers_agree(embedder, entry.answer, row.answer)
             observations.append(Observation(entry_id, scope.tenant, similarity, not agree, "verify",
-                                            keys[i].exact_key, now))
+                                            key.exact_key, now))
             self.core.metrics.verification(scope.tenant, "agree" if agree else "disagree")
             self._log(scope, "verify:" + ("correct" if agree else "wrong"), entry_id, similarity)
         if observations:
@@ -193,9 +194,9 @@ class Learner:
             action = await self._own_chat(principal, scope, row, key, wrong, answer, now)
             self._log(scope, "feedback:" + verdict, entry_id, 1.0)
             return action
-        embedder = await core.embedders.get(tenant.config.embedding_model)
+        embedder = await core.embedders.for_text(tenant.config.embedding_model, key.question)
         vectors = await embedder.embed_many([key.question, row.question])
-        similarity = float(np.dot(vectors[0], vectors[1]))
+        similarity = embedder.reported(float(np.dot(vectors[0], vectors[1])))
         observation = Observation(entry_id, scope.tenant, similarity, wrong, "user", key.exact_key, now)
         recorded = await self._run(core.scalar.record_observations, [observation], self._keep, self._margin)
         self._pools.pop(scope.tenant, None)

@@ -34,6 +34,7 @@ class QueryLogRow:
     latency_ms: float
     error: str
     request_id: str
+    uncacheable: str = ""  # the class that refused the query (cacheability policy), else ""
 
 
 class QueryLog:

@@ -24,6 +24,7 @@ from ..embedding.pool import EmbedderPool
 from ..errors import CacheError, InvalidArgument, ResourceExhausted, Unavailable
 from ..metrics import Metrics
 from ..stores.base import ScalarStore, VectorHit, VectorStore
+from .cacheability import Verdict, compiled, metric_class
 from .exact_cache import ExactCache
 from .feedback import Learner, learning_active
 from .keys import (
@@ -33,7 +34,9 @@ from .matching import guard_veto, lexical_overlap, resolve_threshold
 from .querylog import QueryLog, QueryLogRow
 from .tenants import ADMIN, Principal, TenantRegistry
 from ..embedding import EmbeddingBatcher
-from .types import EntryLearning, EntryRow, MatchKind, Message, NewEntry, QueryResult, Scope, Tenant, TenantConfig
+from .types import (
+    CacheabilityAction, EntryLearning, EntryRow, MatchKind, Message, NewEntry, QueryResult, Scope, Tenant, TenantConfig,
+)
 
 log = logging.getLogger("modelcache_svc.cache")
 T = TypeVar("T")
@@ -207,6 +210,7 @@ class CacheCore:
                     latency_ms=(time.perf_counter() - start) * 1000.0,
                     error=error,
                     request_id=request_id,
+                    uncacheable=result.uncacheable if result else "",
                 )
             )
         except Exception:  # the log never fails a query
@@ -229,6 +233,10 @@ class CacheCore:
         if top_k < 0 or top_k > self.settings.limits.max_top_k:
             raise InvalidArgument(f"top_k must be 0..{self.settings.limits.max_top_k}")
         self.metrics.stage("validate", time.perf_counter() - start)
+        # Before the exact lookup: an entry stored under an older, laxer policy is not served either.
+        verdict = self._judge(tenant, key.question, "query")
+        if verdict is not None and verdict.refused:
+            return QueryResult(False, MatchKind.MISS, uncacheable=verdict.klass)
         now = self._clock()
         with self.metrics.timed("exact_lookup"):
             cache_key = (scope.tenant, scope.model, key.exact_key)
@@ -241,10 +249,19 @@ class CacheCore:
         if row is not None:
             self._hits.append((row.id, now))
             return QueryResult(True, MatchKind.EXACT, row.answer, row.id, 1.0, row.question)
-        embedder = await self.embedders.get(tenant.config.embedding_model)
+        embedder = await self.embedders.for_text(tenant.config.embedding_model, key.question)
         return await self._semantic(
             embedder, scope, tenant, key, threshold, similarity_threshold is not None, top_k or self.settings.top_k, now
         )
+
+    def _judge(self, tenant: Tenant, question: str, call: str) -> Verdict | None:
+        """The tenant's cacheability verdict on a question (cache/cacheability.py), counted when flagged."""
+        # Not timed per call (a histogram observation costs more than a repeated question's check);
+        # `modelcache-svc policy-eval` measures it.
+        verdict = compiled(tenant.config.cacheability).judge(question)
+        if verdict is not None:
+            self.metrics.flagged(tenant.name, call, metric_class(verdict.klass), verdict.action.value)
+        return verdict
 
     def _chat_key(self, messages: Sequence[Message]) -> ChatKey:
         """chat_key(messages), remembered for recent short chats (a pure function of them)."""
@@ -271,14 +288,17 @@ class CacheCore:
             vector = await embedder.embed(key.question)
         floor = self.learner.candidate_floor(tenant, threshold, explicit)
         # Search and read in one trip to the pool (each stage still timed on its own).
+        # Thresholds, reported similarities and what feedback learns are on one scale for every model
+        # (FolderOptions); only the vector search speaks the model's own cosine.
         candidates, rows, learning = await self._run(
-            self._search_and_read, embedder.model_id, scope, key.context_hash, vector, top_k, floor, now
+            self._search_and_read, embedder.model_id, scope, key.context_hash, vector, top_k,
+            embedder.threshold_cosine(floor), now,
         )
         if not learning and not learning_active(tenant):
             learning = None  # nothing learned here: the plain decision
         weight = self.settings.rerank_lexical_weight
         best: tuple[float, VectorHit, EntryRow] | None = None
-        ranked: list[tuple[float, VectorHit, EntryRow]] = []
+        ranked: list[tuple[float, float, VectorHit, EntryRow]] = []
         for hit in candidates:
             row = rows.get(hit.id)
             # A vector without a live row of this very scope and context is never served.
@@ -291,31 +311,33 @@ class CacheCore:
                 if reason is not None:
                     self.metrics.count(self.metrics.guard_vetoes, reason)
                     continue
+            similarity = embedder.reported(hit.similarity)
             if learning is not None:  # the learned decision walks every candidate, best first
-                ranked.append((hit.similarity + weight * lexical_overlap(key.question, row.question), hit, row))
+                ranked.append((similarity + weight * lexical_overlap(key.question, row.question), similarity, hit, row))
                 continue
             if not weight:
-                best = (hit.similarity, hit, row)
+                best = (similarity, hit, row)
                 break
             # Among the candidates that clear the threshold and the guard, the one also worded most like the
             # question (adjacent word pairs in common): near-duplicate entries embed alike, wording tells them
             # apart. The threshold and the reported similarity stay the cosine.
-            rank = hit.similarity + weight * lexical_overlap(key.question, row.question)
+            rank = similarity + weight * lexical_overlap(key.question, row.question)
             if best is None or rank > best[0]:
                 best = (rank, hit, row)
         if learning is not None:
             ranked.sort(key=lambda c: -c[0])
             pool = await self.learner.pool(tenant)
-            choice = self.learner.choose(tenant, [(h, r) for _, h, r in ranked], learning, threshold, pool)
+            choice = self.learner.choose(tenant, [(s, h, r) for _, s, h, r in ranked], learning, threshold, pool)
             if choice.verify is not None:
-                await self.learner.offer(scope, key, choice.verify[1].id, choice.verify[0].similarity)
-                return QueryResult.miss(verify_entry_id=choice.verify[1].id)
-            best = None if choice.serve is None else (0.0, *choice.serve)
+                similarity, _, row = choice.verify
+                await self.learner.offer(scope, key, row.id, similarity)
+                return QueryResult.miss(verify_entry_id=row.id)
+            best = None if choice.serve is None else (0.0, *choice.serve[1:])
         if best is None:
             return QueryResult.miss()
         _, hit, row = best
         self._hits.append((row.id, now))
-        return QueryResult(True, MatchKind.SEMANTIC, row.answer, row.id, min(hit.similarity, 1.0), row.question)
+        return QueryResult(True, MatchKind.SEMANTIC, row.answer, row.id, embedder.reported(hit.similarity), row.question)
 
     def _search_and_read(
         self, embed_model: str, scope: Scope, context_hash: str, vector: Any, top_k: int, threshold: float,
@@ -353,21 +375,29 @@ class CacheCore:
             else:
                 del self._inflight[key]
 
-    async def insert(self, principal: Principal, scope: Scope, entries: Sequence[NewEntry]) -> list[str]:
+    async def insert(
+        self, principal: Principal, scope: Scope, entries: Sequence[NewEntry], refused: list[str] | None = None
+    ) -> list[str]:
+        """One id per entry; "" for an entry the cacheability policy refused. ``refused``, when given,
+        receives parallel to the ids the class that refused each entry ("" for a stored one)."""
         with self._admit(scope.tenant):
-            return await self._insert(principal, scope, entries)
+            return await self._insert(principal, scope, entries, refused)
 
-    async def _insert(self, principal: Principal, scope: Scope, entries: Sequence[NewEntry]) -> list[str]:
+    async def _insert(
+        self, principal: Principal, scope: Scope, entries: Sequence[NewEntry], refused: list[str] | None = None
+    ) -> list[str]:
+        refused = [] if refused is None else refused
         tenant = await self._scope(principal, scope)
         limits = self.settings.limits
         if not entries:
             raise InvalidArgument("entries is empty: nothing to insert")
         if len(entries) > limits.max_entries_per_insert:
             raise InvalidArgument(f"too many entries: {len(entries)} > {limits.max_entries_per_insert} per call")
-        embedder = await self.embedders.get(tenant.config.embedding_model)
         now = self._clock()
         rows: list[EntryRow] = []
         keys: list[ChatKey] = []
+        embedders: list[EmbeddingBatcher] = []
+        stored: list[int] = []  # positions of the entries written
         for i, entry in enumerate(entries):
             try:
                 key = chat_key(entry.messages, limits)
@@ -380,6 +410,16 @@ class CacheCore:
                     raise InvalidArgument(f"ttl_seconds must be 0..{MAX_TTL_SECONDS}")
             except InvalidArgument as exc:
                 raise InvalidArgument(f"entries[{i}]: {exc.message}") from exc
+            verdict = self._judge(tenant, key.question, "insert")
+            refused.append(verdict.klass if verdict is not None and verdict.refused else "")
+            if refused[-1]:
+                continue
+            if verdict is not None and verdict.action is CacheabilityAction.SHORT_TTL:
+                short = compiled(tenant.config.cacheability).short_ttl_seconds
+                ttl = min(ttl, short) if ttl else short
+            embedder = await self.embedders.for_text(tenant.config.embedding_model, key.question)
+            embedders.append(embedder)
+            stored.append(i)
             keys.append(key)
             rows.append(
                 EntryRow(
@@ -398,20 +438,24 @@ class CacheCore:
                     last_hit_at=now,
                 )
             )
-        vectors = await embedder.embed_many([k.question for k in keys])
+        if not rows:
+            return [""] * len(entries)
+        groups = _by_embedder(embedders)
+        vectors = {e.model_id: await e.embed_many([keys[i].question for i in idx]) for e, idx in groups}
         # Scalar row first, then the vector: a vector without a row is never served.
         results = await self._run(self.scalar.upsert_entries, rows)
         ids = [entry_id for entry_id, _ in results]
         self.exact_cache.forget_keys((scope.tenant, scope.model, k.exact_key) for k in keys)  # new answers
         try:
-            await self._run(
-                self.vector.insert,
-                embedder.model_id,
-                scope.tenant,
-                scope.model,
-                [(ids[i], keys[i].context_hash) for i in range(len(ids))],
-                vectors,
-            )
+            for e, idx in groups:
+                await self._run(
+                    self.vector.insert,
+                    e.model_id,
+                    scope.tenant,
+                    scope.model,
+                    [(ids[i], keys[i].context_hash) for i in idx],
+                    vectors[e.model_id],
+                )
         except Unavailable:
             created = [entry_id for entry_id, was_created in results if was_created]
             try:
@@ -421,10 +465,16 @@ class CacheCore:
                 log.warning("insert: vector write failed and rows %s stay for the repair pass", created)
             raise
         self.metrics.count(self.metrics.inserted, self.metrics.tenant_label(scope.tenant), amount=len(ids))
-        await self.learner.verify_written(scope, tenant, embedder, entries, keys, vectors)
+        verifying = [(entries[p], keys[j], embedders[j]) for j, p in enumerate(stored) if entries[p].verifies]
+        await self.learner.verify_written(scope, verifying)
         if tenant.config.max_entries:
             await self._enforce_capacity(tenant)
-        return ids
+        if len(ids) == len(entries):
+            return ids
+        out = [""] * len(entries)
+        for position, entry_id in zip(stored, ids, strict=True):
+            out[position] = entry_id
+        return out
 
     async def _enforce_capacity(self, tenant: Tenant) -> int:
         lock = self._capacity_locks.setdefault(tenant.name, asyncio.Lock())
@@ -572,8 +622,6 @@ class CacheCore:
         """
         principal.check_admin()
         tenant = await self.tenants.get(name)
-        embedder = await self.embedders.get(tenant.config.embedding_model)
-        await self._run(self.vector.ensure_collection, embedder.model_id, embedder.dim)
         done = 0
         after = ""
         while True:
@@ -581,26 +629,29 @@ class CacheCore:
             if not rows:
                 return done
             after = rows[-1].id
-            stale = [r for r in rows if r.embed_model != embedder.model_id]
-            if not stale:
-                continue
-            vectors = await embedder.embed_many([r.question for r in stale])
-            by_model: dict[str, list[int]] = {}
-            for i, r in enumerate(stale):
-                by_model.setdefault(r.model, []).append(i)
-            for model, idx in by_model.items():
-                await self._run(
-                    self.vector.insert,
-                    embedder.model_id,
-                    name,
-                    model,
-                    [(stale[i].id, stale[i].context_hash) for i in idx],
-                    vectors[idx],
-                )
-            ids = [r.id for r in stale]
-            await self._run(self.scalar.set_embed_model, ids, embedder.model_id)
-            await self._run(self.vector.delete_ids, ids, embedder.model_id)
-            done += len(stale)
+            # Each row belongs to the model its question is routed to (the CJK model or the tenant's).
+            wanted = [await self.embedders.for_text(tenant.config.embedding_model, r.question) for r in rows]
+            stale_idx = [i for i, r in enumerate(rows) if r.embed_model != wanted[i].model_id]
+            for embedder, idx in _by_embedder([wanted[i] for i in stale_idx]):
+                stale = [rows[stale_idx[i]] for i in idx]
+                await self._run(self.vector.ensure_collection, embedder.model_id, embedder.dim)
+                vectors = await embedder.embed_many([r.question for r in stale])
+                by_model: dict[str, list[int]] = {}
+                for i, r in enumerate(stale):
+                    by_model.setdefault(r.model, []).append(i)
+                for model, sub in by_model.items():
+                    await self._run(
+                        self.vector.insert,
+                        embedder.model_id,
+                        name,
+                        model,
+                        [(stale[i].id, stale[i].context_hash) for i in sub],
+                        vectors[sub],
+                    )
+                ids = [r.id for r in stale]
+                await self._run(self.scalar.set_embed_model, ids, embedder.model_id)
+                await self._run(self.vector.delete_ids, ids, embedder.model_id)
+                done += len(stale)
 
     async def repair(self, principal: Principal, name: str | None = None) -> RepairReport:
         """Make the two stores agree: re-embed rows whose vector is missing (a crash
@@ -610,7 +661,7 @@ class CacheCore:
         tenants = [await self.tenants.get(name)] if name else await self.tenants.list()
         report = RepairReport()
         for tenant in tenants:
-            embedder = await self.embedders.get(tenant.config.embedding_model)
+            used: dict[str, EmbeddingBatcher] = {}
             after = ""
             while True:
                 rows = await self._run(self.scalar.entries_of_tenant, tenant.name, after, 500)
@@ -618,21 +669,30 @@ class CacheCore:
                     break
                 after = rows[-1].id
                 report.rows_checked += len(rows)
-                current = [r for r in rows if r.embed_model == embedder.model_id]
-                present = await self._run(
-                    self.vector.existing_ids, embedder.model_id, embedder.dim, [r.id for r in current]
+                wanted = [await self.embedders.for_text(tenant.config.embedding_model, r.question) for r in rows]
+                for embedder, idx in _by_embedder(wanted):
+                    used[embedder.model_id] = embedder
+                    current = [rows[i] for i in idx if rows[i].embed_model == embedder.model_id]
+                    present = await self._run(
+                        self.vector.existing_ids, embedder.model_id, embedder.dim, [r.id for r in current]
+                    )
+                    missing = [r for r in current if r.id not in present]
+                    if missing:
+                        vectors = await embedder.embed_many([r.question for r in missing])
+                        for model in sorted({r.model for r in missing}):
+                            sub = [i for i, r in enumerate(missing) if r.model == model]
+                            items = [(missing[i].id, missing[i].context_hash) for i in sub]
+                            await self._run(
+                                self.vector.insert, embedder.model_id, tenant.name, model, items, vectors[sub]
+                            )
+                        report.vectors_added += len(missing)
+            if not used:
+                default = await self.embedders.get(tenant.config.embedding_model)
+                used[default.model_id] = default
+            for embedder in used.values():
+                report.vectors_removed += await self._run(
+                    self._remove_orphan_vectors, embedder.model_id, embedder.dim, tenant.name
                 )
-                missing = [r for r in current if r.id not in present]
-                if missing:
-                    vectors = await embedder.embed_many([r.question for r in missing])
-                    for model in sorted({r.model for r in missing}):
-                        idx = [i for i, r in enumerate(missing) if r.model == model]
-                        items = [(missing[i].id, missing[i].context_hash) for i in idx]
-                        await self._run(self.vector.insert, embedder.model_id, tenant.name, model, items, vectors[idx])
-                    report.vectors_added += len(missing)
-            report.vectors_removed += await self._run(
-                self._remove_orphan_vectors, embedder.model_id, embedder.dim, tenant.name
-            )
         if report.vectors_added or report.vectors_removed:
             log.warning("repair: %s", report)
         return report
@@ -730,3 +790,11 @@ def _percentile(sorted_values: Sequence[float], q: float) -> float:
 
 def _with_entries(tenant: Tenant, count: int) -> Tenant:
     return Tenant(tenant.name, tenant.config, tenant.created_at, count)
+
+
+def _by_embedder(embedders: Sequence[EmbeddingBatcher]) -> list[tuple[EmbeddingBatcher, list[int]]]:
+    """Positions grouped by the model that embeds them, in first-seen order."""
+    groups: dict[str, tuple[EmbeddingBatcher, list[int]]] = {}
+    for i, embedder in enumerate(embedders):
+        groups.setdefault(embedder.model_id, (embedder, []))[1].append(i)
+    return list(groups.values())

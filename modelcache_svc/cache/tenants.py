@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from ..errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied, Unauthenticated
 from ..stores.base import ScalarStore
+from .cacheability import check_policy
 from .keys import check_tenant_name
 from .types import ApiKeyRecord, Tenant, TenantConfig
 
@@ -63,6 +64,7 @@ def check_config(config: TenantConfig) -> TenantConfig:
         raise InvalidArgument(f"verify_rate {config.verify_rate} is out of range: it must be in [0, 1]")
     if len(config.embedding_model) > 191:
         raise InvalidArgument("embedding_model is too long")
+    check_policy(config.cacheability)
     return config
 
 

@@ -33,6 +33,33 @@ class Message:
     content: str
 
 
+class CacheabilityAction(enum.Enum):
+    """What the cacheability policy does with a question of a class (cache/cacheability.py)."""
+
+    REFUSE = "refuse"  # neither stored nor served: the default
+    ALLOW = "allow"
+    SHORT_TTL = "short_ttl"  # stored with the policy's short TTL, served while it lives
+
+
+@dataclass(frozen=True, slots=True)
+class CacheabilityRule:
+    """A tenant's own rule: a regular expression, a list of keywords, or both."""
+
+    name: str
+    pattern: str = ""
+    keywords: tuple[str, ...] = ()
+    action: CacheabilityAction = CacheabilityAction.REFUSE
+
+
+@dataclass(frozen=True, slots=True)
+class CacheabilityPolicy:
+    user_specific: CacheabilityAction = CacheabilityAction.REFUSE
+    time_sensitive: CacheabilityAction = CacheabilityAction.REFUSE
+    pii: CacheabilityAction = CacheabilityAction.REFUSE
+    short_ttl_seconds: int = 0  # 0 = DEFAULT_SHORT_TTL_S
+    rules: tuple[CacheabilityRule, ...] = ()
+
+
 @dataclass(frozen=True, slots=True)
 class TenantConfig:
     similarity_threshold: float | None = None
@@ -40,6 +67,7 @@ class TenantConfig:
     max_entries: int = 0
     eviction_policy: EvictionPolicy = EvictionPolicy.LRU
     embedding_model: str = ""
+    cacheability: CacheabilityPolicy = CacheabilityPolicy()
     # Learning from feedback (cache/feedback.py): the wrong-hit rate the tenant accepts (None = the static
     # threshold only) and the share of uncertain semantic candidates answered as a miss to verify them.
     max_error_rate: float | None = None
@@ -93,6 +121,7 @@ class QueryResult:
     id: str = ""
     similarity: float = 0.0
     matched_question: str = ""
+    uncacheable: str = ""  # the class that made this a miss without a lookup (cacheability policy)
     verify_entry_id: str = ""  # a miss answered in order to learn: write back with verifies = this id
 
     @classmethod

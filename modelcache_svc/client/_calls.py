@@ -17,9 +17,12 @@ import grpc
 from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.message import Message
 
+from itertools import zip_longest
+
 from .. import errors
+from ..cache.cacheability import policy_from_dict, policy_to_dict
 from ..transport.grpc_server import STATUS
-from ..transport.proto import pb
+from ..transport.proto import pb, policy_from_pb, policy_to_pb
 
 T = TypeVar("T")
 ChatLike = str | Sequence[Mapping[str, str]] | Sequence[tuple[str, str]]
@@ -40,9 +43,23 @@ class Hit:
     id: str = ""
     similarity: float = 0.0
     matched_question: str = ""
+    # Non-empty on a miss the cacheability policy decided: user_specific, time_sensitive, pii, rule:<name>.
+    uncacheable: str = ""
     # Set on a miss the service answers in order to learn: call the model as on any miss and write the answer
     # back with ``insert(..., verifies=hit.verify_entry_id)``.
     verify_entry_id: str = ""
+
+
+class InsertedId(str):
+    """An entry id as Insert returned it: "" when the cacheability policy refused the entry, and then
+    ``.uncacheable`` names the class that did ("" for a stored entry). Compares and prints as the id."""
+
+    uncacheable: str
+
+    def __new__(cls, value: str, uncacheable: str = "") -> InsertedId:
+        obj = super().__new__(cls, value)
+        obj.uncacheable = uncacheable
+        return obj
 
 
 @dataclass(frozen=True)
@@ -55,6 +72,8 @@ class TenantInfo:
     max_entries: int
     eviction_policy: str
     embedding_model: str
+    # {"user_specific": "refuse", "time_sensitive": ..., "pii": ..., "short_ttl_seconds": 0, "rules": [...]}
+    cacheability: dict[str, Any] = field(default_factory=dict)
     max_error_rate: float | None = None
     verify_rate: float = 0.0
 
@@ -155,6 +174,9 @@ def tenant_config(**config: Any) -> tuple[pb.TenantConfig, list[str]]:
             setattr(message, name, int(value))
         elif name == "embedding_model":
             message.embedding_model = str(value)
+        elif name == "cacheability":
+            # The JSON form (cache/cacheability.py: policy_to_dict); the server validates the rules.
+            message.cacheability.CopyFrom(policy_to_pb(policy_from_dict(value)))
         else:
             raise errors.InvalidArgument(f"unknown tenant setting {name!r}")
     return message, paths
@@ -162,8 +184,15 @@ def tenant_config(**config: Any) -> tuple[pb.TenantConfig, list[str]]:
 
 # -- response conversion --------------------------------------------------------------------
 def _hit(r: pb.QueryResponse) -> Hit:
-    return Hit(r.hit, _MATCH_NAMES.get(r.match, "miss"), r.answer, r.id, r.similarity, r.matched_question,
-               r.verify_entry_id)
+    return Hit(
+        r.hit, _MATCH_NAMES.get(r.match, "miss"), r.answer, r.id, r.similarity, r.matched_question,
+        uncacheable=r.uncacheable, verify_entry_id=r.verify_entry_id,
+    )
+
+
+def _inserted(r: pb.InsertResponse) -> list[InsertedId]:
+    # A server before the cacheability policy sends no classes: every entry was stored.
+    return [InsertedId(i, u) for i, u in zip_longest(r.ids, r.uncacheable[: len(r.ids)], fillvalue="")]
 
 
 def _tenant(t: pb.Tenant) -> TenantInfo:
@@ -177,6 +206,7 @@ def _tenant(t: pb.Tenant) -> TenantInfo:
         max_entries=c.max_entries,
         eviction_policy=_POLICY_NAMES.get(c.eviction_policy, "lru"),
         embedding_model=c.embedding_model,
+        cacheability=policy_to_dict(policy_from_pb(c.cacheability)),
         max_error_rate=c.max_error_rate if c.HasField("max_error_rate") else None,
         verify_rate=c.verify_rate,
     )
@@ -214,7 +244,7 @@ def query(tenant: str, model: str, chat: ChatLike, similarity_threshold: float |
     return Call("cache", "Query", request, _hit)
 
 
-def insert_many(tenant: str, model: str, entries: Iterable[Entry]) -> Call[list[str]]:
+def insert_many(tenant: str, model: str, entries: Iterable[Entry]) -> Call[list[InsertedId]]:
     request = pb.InsertRequest(
         scope=_scope(tenant, model),
         entries=[
@@ -225,7 +255,7 @@ def insert_many(tenant: str, model: str, entries: Iterable[Entry]) -> Call[list[
             for e in entries
         ],
     )
-    return Call("cache", "Insert", request, lambda r: list(r.ids))
+    return Call("cache", "Insert", request, _inserted)
 
 
 _VERDICTS = {"correct": pb.CORRECT, "wrong": pb.WRONG}

@@ -11,7 +11,7 @@ import grpc
 from ..transport.proto import pb_grpc
 from . import _calls as calls
 from ._base import BaseClient
-from ._calls import ApiKey, Call, ChatLike, Entry, Hit, ScopeStats, TenantInfo, translate
+from ._calls import ApiKey, Call, ChatLike, Entry, Hit, InsertedId, ScopeStats, TenantInfo, translate
 
 T = TypeVar("T")
 
@@ -74,15 +74,15 @@ class CacheClient(BaseClient):
         metadata: Mapping[str, str] | None = None,
         verifies: str = "",
         timeout: float | None = None,
-    ) -> str:
+    ) -> InsertedId:
         """``verifies``: the ``verify_entry_id`` of the miss this answer was fetched for (the service then
         compares it with that entry's answer and learns from it)."""
-        entry = Entry(chat, answer, ttl_seconds, metadata or {}, verifies)
+        entry = Entry(chat, answer, ttl_seconds, metadata or {}, verifies=verifies)
         return self._run(calls.insert_many(tenant, model, [entry]), timeout)[0]
 
     def insert_many(
         self, tenant: str, model: str, entries: Iterable[Entry], *, timeout: float | None = None
-    ) -> list[str]:
+    ) -> list[InsertedId]:
         return self._run(calls.insert_many(tenant, model, entries), timeout)
 
     def feedback(

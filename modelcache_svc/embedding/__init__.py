@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import Embedder, is_use_spec, resolve_model
+from .base import Embedder, is_use_spec, model_cache_root, resolve_model
 from .batcher import EmbeddingBatcher
 
 
@@ -15,7 +15,7 @@ def load_embedder(
 
     A ``use:`` spec (USE multilingual, pure numpy) brings its own runtime and ignores backend.
     """
-    model_id, source = resolve_model(model)
+    model_id, source = resolve_model(model, cache_dir)
     if is_use_spec(model):
         from .use_backend import UseEmbedder
 
@@ -23,7 +23,7 @@ def load_embedder(
     if backend in ("onnx", "onnx-int8"):
         from .onnx_backend import OnnxEmbedder
 
-        cache = cache_dir or Path.home() / ".cache" / "modelcache_svc" / "onnx"
+        cache = cache_dir or model_cache_root() / "onnx"
         return OnnxEmbedder(model_id, source, cache, int8=backend == "onnx-int8", threads=threads, spin=spin)
     if backend == "text2vec":
         from .torch_backend import Text2VecEmbedder

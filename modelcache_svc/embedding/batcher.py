@@ -59,6 +59,18 @@ class EmbeddingBatcher:
     def dim(self) -> int:
         return self.embedder.dim
 
+    @property
+    def similarity_scale(self) -> float:
+        return float(getattr(self.embedder, "similarity_scale", 1.0))
+
+    def threshold_cosine(self, threshold: float) -> float:
+        """The cosine a threshold (given on the common scale, FolderOptions) means for this model."""
+        return 1.0 - (1.0 - threshold) / self.similarity_scale
+
+    def reported(self, cosine: float) -> float:
+        """A cosine of this model on the common scale thresholds are given in."""
+        return max(-1.0, min(1.0, 1.0 - (1.0 - cosine) * self.similarity_scale))
+
     async def embed(self, text: str) -> np.ndarray:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[np.ndarray] = loop.create_future()

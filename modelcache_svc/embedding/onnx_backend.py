@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import ModelInfo, normalise_rows
+from .base import FolderOptions, ModelInfo, normalise_rows
 
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 EXPORT_VERSION = 1
@@ -67,7 +67,7 @@ def export_onnx(source: Path, target: Path) -> None:
     from transformers import AutoModel, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(source))
-    model = AutoModel.from_pretrained(str(source), attn_implementation="eager").eval()
+    model = AutoModel.from_pretrained(str(source), attn_implementation="eager", dtype=torch.float32).eval()
 
     class Pooled(torch.nn.Module):
         def __init__(self, inner: torch.nn.Module) -> None:
@@ -208,6 +208,8 @@ class OnnxEmbedder(ModelInfo):
                 probes = [self._feed(list(_PROBES[:6])), self._feed(list(_PROBES[6:]))]
                 path = _fused_checked(fp32, folder, source, probes) or fp32
         self.path = path
+        options = FolderOptions(source)
+        self._prefix, self._scale = options.prefix, options.similarity_scale
         self._session = _session(path, threads, spin)
         self._model_id = f"{model_id}#int8" if int8 else model_id
         self._dim = int(self._session.get_outputs()[0].shape[-1] or 0) or self._probe_dim()
@@ -229,6 +231,8 @@ class OnnxEmbedder(ModelInfo):
         return feed
 
     def encode(self, texts: list[str]) -> np.ndarray:
+        if self._prefix:
+            texts = [self._prefix + t for t in texts]
         (vectors,) = self._session.run(["embedding"], self._feed(texts))
         return normalise_rows(vectors)
 

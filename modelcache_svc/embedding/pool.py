@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable
 
 from ..errors import InvalidArgument
-from .base import Embedder
+from .base import Embedder, has_cjk
 from .batcher import EmbeddingBatcher
 
 log = logging.getLogger("modelcache_svc.embedding")
@@ -21,12 +21,33 @@ Loader = Callable[[str], Embedder]
 
 
 class EmbedderPool:
-    def __init__(self, default: EmbeddingBatcher, loader: Loader, make_batcher: Callable[[Embedder], EmbeddingBatcher]) -> None:
+    """``cjk_model``: the model a question with CJK characters is embedded by when its tenant keeps the
+    server's default model ("" = no routing). English models read those characters as [UNK], so
+    without it Chinese questions that share a few characters look alike. Each question goes to one
+    model and is compared only with entries that model embedded (one collection per model)."""
+
+    def __init__(
+        self,
+        default: EmbeddingBatcher,
+        loader: Loader,
+        make_batcher: Callable[[Embedder], EmbeddingBatcher],
+        cjk_model: str = "",
+    ) -> None:
         self.default = default
+        self.cjk_model = cjk_model
         self._loader = loader
         self._make_batcher = make_batcher
         self._by_name: dict[str, EmbeddingBatcher] = {}
         self._loading: dict[str, asyncio.Future[EmbeddingBatcher]] = {}
+
+    def route(self, name: str, text: str) -> str:
+        """The model a tenant configured with ``name`` embeds ``text`` by."""
+        if not name and self.cjk_model and has_cjk(text):
+            return self.cjk_model
+        return name
+
+    async def for_text(self, name: str, text: str) -> EmbeddingBatcher:
+        return await self.get(self.route(name, text))
 
     async def get(self, name: str) -> EmbeddingBatcher:
         if not name:
@@ -56,6 +77,10 @@ class EmbedderPool:
         batcher = self._make_batcher(embedder)
         self._by_name[name] = batcher
         return batcher
+
+    def add(self, name: str, embedder: Embedder) -> None:
+        """A model loaded ahead of its first use."""
+        self._by_name[name] = self._make_batcher(embedder)
 
     def loaded(self) -> list[EmbeddingBatcher]:
         return [self.default, *self._by_name.values()]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import ModelInfo, normalise_rows
+from .base import FolderOptions, ModelInfo, normalise_rows
 
 
 class TorchEmbedder(ModelInfo):
@@ -21,8 +21,10 @@ class TorchEmbedder(ModelInfo):
             torch.set_num_threads(threads)
         self._torch = torch
         self._tokenizer = AutoTokenizer.from_pretrained(str(source))
-        self._model = AutoModel.from_pretrained(str(source)).eval()
+        self._model = AutoModel.from_pretrained(str(source), dtype=torch.float32).eval()
         self._model_id = model_id
+        options = FolderOptions(source)
+        self._prefix, self._scale = options.prefix, options.similarity_scale
         self._dim = int(self._model.config.hidden_size)
         model_max = int(getattr(self._tokenizer, "model_max_length", max_seq_length) or max_seq_length)
         self._max_len = min(max_seq_length, model_max)
@@ -31,6 +33,8 @@ class TorchEmbedder(ModelInfo):
 
     def encode(self, texts: list[str]) -> np.ndarray:
         torch = self._torch
+        if self._prefix:
+            texts = [self._prefix + t for t in texts]
         with self._lock, torch.inference_mode():
             batch = self._tokenizer(
                 texts, padding=True, truncation=True, max_length=self._max_len, return_tensors="pt"

@@ -250,6 +250,15 @@ class MySQLStore(SQLScalarStore):
         finally:
             _close_quietly(conn)
 
+    def _migration_statement(self, cur: Cursor, statement: str) -> None:
+        try:
+            cur.execute(statement)
+        except pymysql.err.OperationalError as exc:
+            # DDL commits at once here: a version cut off after its ALTER ... ADD COLUMN meets its own
+            # column on the rerun (1060 duplicate column name), which means that statement is done.
+            if not (exc.args and exc.args[0] == 1060 and "ADD COLUMN" in statement.upper()):
+                raise
+
     def _take_migration_lock(self, cur: Cursor) -> None:
         key = f"{self._target.database}\x00{self._prefix}".encode()
         name = "modelcache_migrate_" + hashlib.sha256(key).hexdigest()[:32]  # names are capped at 64

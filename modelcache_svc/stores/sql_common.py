@@ -19,6 +19,7 @@ from typing import Any, Protocol, TypeVar
 
 from ..cache.types import ApiKeyRecord, EntryRow, EvictionPolicy, Tenant, TenantConfig
 from ..errors import AlreadyExists
+from ..cache.cacheability import policy_from_dict, policy_to_dict
 from .learning_sql import LEARNING_TABLES, LearningQueries
 from .migrations import Migration, table_prefix
 
@@ -118,6 +119,7 @@ def config_to_json(config: TenantConfig) -> str:
             "embedding_model": config.embedding_model,
             "max_error_rate": config.max_error_rate,
             "verify_rate": config.verify_rate,
+            "cacheability": policy_to_dict(config.cacheability),
         },
         sort_keys=True,
         ensure_ascii=False,
@@ -139,6 +141,7 @@ def config_from_json(text: Any) -> TenantConfig:
         embedding_model=str(data.get("embedding_model", default.embedding_model)),
         max_error_rate=None if max_error_rate is None else float(max_error_rate),
         verify_rate=float(data.get("verify_rate", default.verify_rate)),
+        cacheability=policy_from_dict(data.get("cacheability")),
     )
 
 
@@ -247,12 +250,15 @@ class SQLScalarStore(LearningQueries):
         if migration.version in self._applied_versions(cur):
             return False
         for statement in migration.statements:
-            cur.execute(statement)
+            self._migration_statement(cur, statement)
         cur.execute(
             self._q("INSERT INTO {schema_migrations} (version, applied_at) VALUES (?, ?)"),
             (migration.version, time.time()),
         )
         return True
+
+    def _migration_statement(self, cur: Cursor, statement: str) -> None:
+        cur.execute(statement)
 
     # -- tenants ------------------------------------------------------------------------
     def create_tenant(self, name: str, config: TenantConfig, created_at: float) -> Tenant:
@@ -551,17 +557,19 @@ class SQLScalarStore(LearningQueries):
 
     # -- query log --------------------------------------------------------------------------
     def write_query_log(self, rows: Sequence[Any]) -> None:
-        """rows: objects with ts, tenant, model, match_kind, similarity, entry_id, latency_ms, error, request_id."""
+        """rows: objects with ts, tenant, model, match_kind, similarity, entry_id, latency_ms, error, request_id,
+        uncacheable."""
         if not rows:
             return
         sql = self._q(
-            "INSERT INTO {query_log} (ts, tenant, model, match_kind, similarity, entry_id, latency_ms, error, request_id)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            "INSERT INTO {query_log} (ts, tenant, model, match_kind, similarity, entry_id, latency_ms, error,"
+            " request_id, uncacheable) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         )
         params = [
             (
                 float(r.ts), r.tenant[:64], r.model[:128], r.match_kind[:16], float(r.similarity),
                 r.entry_id[:32] or None, float(r.latency_ms), r.error[:64] or None, r.request_id[:64] or None,
+                getattr(r, "uncacheable", "")[:40] or None,
             )
             for r in rows
         ]

@@ -1,1 +1,2 @@
-"""Tools that drive a real service for measurement (eval --online, ...): each hooked into cli.py by one verb or flag."""
+"""Command-line tools beside the service: evaluation and benchmark helpers (eval --online, ...), each
+hooked into cli.py by one verb or flag."""

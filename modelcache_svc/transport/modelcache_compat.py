@@ -35,6 +35,10 @@ Where we differ from ModelCache, on purpose:
 - extra fields: a query hit carries ``id``, ``similarity`` and ``match``
   (exact / semantic); an insert carries the ``ids`` written (what
   ``delete_by_id`` takes: 32 hex characters, not ModelCache's integers);
+- the cacheability policy (README, "What is never cached") applies: a
+  flagged query is a miss with ``uncacheable`` (its class); a flagged
+  ``chat_info`` item is not written, its id is ``""`` and ``uncacheable``
+  (parallel to ``ids``) names the class; ``writeStatus`` stays ``success``;
 - ``register`` creates nothing, since a model needs no registration here. It
   answers ``already_exists`` when the model has live entries in the tenant or
   was registered or written through this endpoint on this server since it
@@ -208,6 +212,8 @@ class ModelCacheEndpoint:
         }
         if hit.hit:
             result |= {"id": hit.id, "similarity": round(hit.similarity, 4), "match": hit.match.value}
+        elif hit.uncacheable:
+            result["uncacheable"] = hit.uncacheable
         return result
 
     async def _insert(self, principal: Principal, body: dict[str, Any], request: Request, start: float) -> Result:
@@ -220,9 +226,13 @@ class ModelCacheEndpoint:
             if not isinstance(item, dict) or not isinstance(item.get("answer"), str):
                 raise errors.InvalidArgument(f"chat_info[{i}] must be an object with a 'query' and a string 'answer'")
             entries.append(NewEntry(tuple(_messages(item.get("query"), f"chat_info[{i}].query")), item["answer"]))
-        ids = await self.core.insert(principal, Scope(self.tenant, model), entries)
+        refused: list[str] = []
+        ids = await self.core.insert(principal, Scope(self.tenant, model), entries, refused)
         self._remember(model)
-        return {"errorCode": 0, "errorDesc": "", "writeStatus": "success", "ids": ids}
+        result: Result = {"errorCode": 0, "errorDesc": "", "writeStatus": "success", "ids": ids}
+        if any(refused):
+            result["uncacheable"] = refused
+        return result
 
     async def _remove(self, principal: Principal, body: dict[str, Any], request: Request, start: float) -> Result:
         model = _model_of(body)

@@ -7,7 +7,19 @@ from collections.abc import Iterable
 from .._gen.modelcache.v1 import modelcache_pb2 as pb
 from .._gen.modelcache.v1 import modelcache_pb2_grpc as pb_grpc
 from ..cache.service import ScopeStats
-from ..cache.types import EvictionPolicy, MatchKind, Message, NewEntry, QueryResult, Scope, Tenant, TenantConfig
+from ..cache.types import (
+    CacheabilityAction,
+    CacheabilityPolicy,
+    CacheabilityRule,
+    EvictionPolicy,
+    MatchKind,
+    Message,
+    NewEntry,
+    QueryResult,
+    Scope,
+    Tenant,
+    TenantConfig,
+)
 
 __all__ = ["pb", "pb_grpc"]
 
@@ -15,10 +27,19 @@ _MATCH_TO_PB = {MatchKind.MISS: pb.MISS, MatchKind.EXACT: pb.EXACT, MatchKind.SE
 _POLICY_TO_PB = {EvictionPolicy.LRU: pb.LRU, EvictionPolicy.LFU: pb.LFU, EvictionPolicy.FIFO: pb.FIFO}
 _POLICY_FROM_PB = {v: k for k, v in _POLICY_TO_PB.items()}
 CONFIG_FIELDS = (
-    "similarity_threshold", "ttl_seconds", "max_entries", "eviction_policy", "embedding_model", "max_error_rate",
-    "verify_rate",
+    "similarity_threshold", "ttl_seconds", "max_entries", "eviction_policy", "embedding_model", "cacheability",
+    "max_error_rate", "verify_rate",
 )
 VERDICTS = {pb.CORRECT: "correct", pb.WRONG: "wrong"}
+# UNSPECIFIED reads as REFUSE: an unset policy refuses the built-in classes.
+_ACTION_FROM_PB = {
+    pb.CACHEABILITY_ACTION_UNSPECIFIED: CacheabilityAction.REFUSE,
+    pb.REFUSE: CacheabilityAction.REFUSE,
+    pb.ALLOW: CacheabilityAction.ALLOW,
+    pb.SHORT_TTL: CacheabilityAction.SHORT_TTL,
+}
+_ACTION_TO_PB = {CacheabilityAction.REFUSE: pb.REFUSE, CacheabilityAction.ALLOW: pb.ALLOW,
+                 CacheabilityAction.SHORT_TTL: pb.SHORT_TTL}
 
 
 def scope_from_pb(scope: pb.Scope) -> Scope:
@@ -48,6 +69,44 @@ def result_to_pb(result: QueryResult) -> pb.QueryResponse:
         matched_question=result.matched_question,
         match=_MATCH_TO_PB[result.match],
         verify_entry_id=result.verify_entry_id,
+        uncacheable=result.uncacheable,
+    )
+
+
+def _action(value: int, where: str) -> CacheabilityAction:
+    try:
+        return _ACTION_FROM_PB[value]
+    except KeyError:
+        from ..errors import InvalidArgument
+
+        raise InvalidArgument(f"{where}: unknown CacheabilityAction {value}") from None
+
+
+def policy_from_pb(p: pb.CacheabilityPolicy) -> CacheabilityPolicy:
+    return CacheabilityPolicy(
+        user_specific=_action(p.user_specific, "cacheability.user_specific"),
+        time_sensitive=_action(p.time_sensitive, "cacheability.time_sensitive"),
+        pii=_action(p.pii, "cacheability.pii"),
+        short_ttl_seconds=int(p.short_ttl_seconds),
+        rules=tuple(
+            CacheabilityRule(r.name, r.pattern, tuple(r.keywords), _action(r.action, f"cacheability.rules[{i}].action"))
+            for i, r in enumerate(p.rules)
+        ),
+    )
+
+
+def policy_to_pb(p: CacheabilityPolicy) -> pb.CacheabilityPolicy:
+    return pb.CacheabilityPolicy(
+        user_specific=_ACTION_TO_PB[p.user_specific],
+        time_sensitive=_ACTION_TO_PB[p.time_sensitive],
+        pii=_ACTION_TO_PB[p.pii],
+        short_ttl_seconds=p.short_ttl_seconds,
+        rules=[
+            pb.CacheabilityRule(
+                name=r.name, pattern=r.pattern, keywords=list(r.keywords), action=_ACTION_TO_PB[r.action]
+            )
+            for r in p.rules
+        ],
     )
 
 
@@ -61,6 +120,7 @@ def config_from_pb(config: pb.TenantConfig, base: TenantConfig | None = None, ma
         embedding_model=config.embedding_model,
         max_error_rate=config.max_error_rate if config.HasField("max_error_rate") else None,
         verify_rate=config.verify_rate if config.HasField("verify_rate") else 0.0,
+        cacheability=policy_from_pb(config.cacheability),
     )
     paths = list(mask)
     if base is None or not paths:
@@ -71,7 +131,8 @@ def config_from_pb(config: pb.TenantConfig, base: TenantConfig | None = None, ma
     for path in paths:
         name = path.removeprefix("config.")
         if name not in CONFIG_FIELDS:
-            raise InvalidArgument(f"update_mask path {path[:80]!r} is not a TenantConfig field ({', '.join(CONFIG_FIELDS)})")
+            fields = ", ".join(CONFIG_FIELDS)
+            raise InvalidArgument(f"update_mask path {path[:80]!r} is not a TenantConfig field ({fields})")
         values[name] = getattr(given, name)
     return TenantConfig(**values)
 
@@ -82,6 +143,7 @@ def config_to_pb(config: TenantConfig) -> pb.TenantConfig:
         max_entries=config.max_entries,
         eviction_policy=_POLICY_TO_PB[config.eviction_policy],
         embedding_model=config.embedding_model,
+        cacheability=policy_to_pb(config.cacheability),
     )
     if config.similarity_threshold is not None:
         message.similarity_threshold = config.similarity_threshold

@@ -137,6 +137,9 @@ def result_reply(result: QueryResult) -> Reply:
     }
     if result.verify_entry_id:  # only on a verification miss: write back with MC.INSERT ... VERIFIES <id>
         reply["verify_entry_id"] = result.verify_entry_id
+    if result.uncacheable:
+        # Only then: the class that made this a miss (cacheability policy); other replies keep their shape.
+        reply["uncacheable"] = result.uncacheable
     return reply
 
 
@@ -155,7 +158,8 @@ async def mc_query(core: CacheCore, principal: Principal, args: Sequence[bytes])
 
 
 async def mc_insert(core: CacheCore, principal: Principal, args: Sequence[bytes]) -> Reply:
-    """MC.INSERT tenant model messages-json answer [TTL s] [META json] [VERIFIES id]"""
+    """MC.INSERT tenant model messages-json answer [TTL s] [META json] [VERIFIES id]: the id, or nil when the
+    cacheability policy refused the chat (MC.QUERY on it says which class)."""
     where = scope(args)
     messages = parse_messages(args[3])
     answer = text(args[4], "answer")
@@ -166,7 +170,7 @@ async def mc_insert(core: CacheCore, principal: Principal, args: Sequence[bytes]
     metadata = parse_metadata(opts["META"]) if "META" in opts else {}
     verifies = text(opts["VERIFIES"], "VERIFIES") if "VERIFIES" in opts else ""
     ids = await core.insert(principal, where, [NewEntry(tuple(messages), answer, ttl, metadata, verifies)])
-    return ids[0]
+    return ids[0] or None
 
 
 async def mc_feedback(core: CacheCore, principal: Principal, args: Sequence[bytes]) -> Reply:
@@ -207,7 +211,8 @@ async def mc_get(core: CacheCore, principal: Principal, args: Sequence[bytes]) -
 
 
 async def mc_set(core: CacheCore, principal: Principal, args: Sequence[bytes]) -> Reply:
-    """MC.SET tenant model question answer [EX s]"""
+    """MC.SET tenant model question answer [EX s]: OK, or nil when the cacheability policy refused
+    the question (as SET NX answers nil when it stored nothing)."""
     where = scope(args)
     question = Message("user", text(args[3], "question"))
     answer = text(args[4], "answer")
@@ -215,8 +220,8 @@ async def mc_set(core: CacheCore, principal: Principal, args: Sequence[bytes]) -
     ttl = integer_arg(opts["EX"], "EX") if "EX" in opts else 0
     if ttl < 0:
         raise InvalidArgument("EX must not be negative")
-    await core.insert(principal, where, [NewEntry((question,), answer, ttl)])
-    return Simple("OK")
+    ids = await core.insert(principal, where, [NewEntry((question,), answer, ttl)])
+    return Simple("OK") if ids[0] else None
 
 
 # name -> (handler, arity, most arguments or 0 for no bound). Arity as Redis counts it, the name
