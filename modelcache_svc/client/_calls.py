@@ -261,11 +261,11 @@ def insert_many(tenant: str, model: str, entries: Iterable[Entry]) -> Call[list[
 _VERDICTS = {"correct": pb.CORRECT, "wrong": pb.WRONG}
 
 
-def feedback(tenant: str, model: str, entry_id: str, chat: ChatLike, verdict: str, answer: str) -> Call[str]:
+def feedback(tenant: str, model: str, entry_id: str, chat: ChatLike, verdict: str, answer: str | None) -> Call[str]:
     """verdict: "correct" or "wrong" (any case); anything else is sent as unspecified and refused by the service."""
     request = pb.FeedbackRequest(
         scope=_scope(tenant, model), entry_id=entry_id, messages=to_messages(chat),
-        verdict=_VERDICTS.get(str(verdict).lower(), pb.VERDICT_UNSPECIFIED), answer=answer,
+        verdict=_VERDICTS.get(str(verdict).lower(), pb.VERDICT_UNSPECIFIED), answer=answer or "",
     )
     return Call("cache", "Feedback", request, lambda r: str(r.action))
 

@@ -93,7 +93,7 @@ class CacheClient(BaseClient):
         chat: ChatLike,
         verdict: str,
         *,
-        answer: str = "",
+        answer: str | None = None,
         timeout: float | None = None,
     ) -> str:
         """Report that the hit ``entry_id`` served for ``chat`` was "wrong" or "correct"; with "wrong",
