@@ -40,6 +40,9 @@ def _serve_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--question-vector-cache-size", type=int,
                    help="recent question vectors remembered per model: a repeated paraphrase skips the model "
                    "(default 10000; 0 = off)")
+    p.add_argument("--verify-answer-similarity", type=float,
+                   help="a verification write-back agrees with the entry at this cosine of the answers (default 0.9)")
+    p.add_argument("--feedback-keep-per-entry", type=int, help="feedback observations kept per entry (default 64)")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR")
     p.add_argument("--approx-index-min-entries", type=int,
                    help="embedded: rows of one scope and context past which an HNSW graph serves (default 20000; 0 = "
@@ -91,11 +94,21 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--messages", help="the chat as JSON instead of a question")
     ins.add_argument("--ttl", type=int, default=0)
     ins.add_argument("--meta", help='metadata as a JSON object of strings')
+    ins.add_argument("--verifies", default="", help="the verify_entry_id of the miss this answer was fetched for")
 
     rm = sub.add_parser("remove", help="remove entries by id")
     _client_flags(rm)
     _scope_flags(rm)
     rm.add_argument("ids", nargs="+")
+
+    fb = sub.add_parser("feedback", help="report that a served hit was WRONG or CORRECT")
+    _client_flags(fb)
+    _scope_flags(fb)
+    fb.add_argument("entry_id")
+    fb.add_argument("verdict", choices=["correct", "wrong"])
+    fb.add_argument("question", nargs="?", help="the question it was served for (or use --messages)")
+    fb.add_argument("--messages", help="the chat as JSON instead of a question")
+    fb.add_argument("--answer", default="", help="with wrong: the right answer, cached for that chat")
 
     cl = sub.add_parser("clear", help="drop every entry of a model (or of the whole tenant)")
     _client_flags(cl)
@@ -128,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
         t.add_argument("--max-entries", type=int, default=None)
         t.add_argument("--eviction", choices=["lru", "lfu", "fifo"], default=None, dest="eviction_policy")
         t.add_argument("--embedding-model", default=None)
+        t.add_argument("--max-error-rate", type=float, default=None,
+                       help="learned per-entry thresholds: the wrong-hit rate accepted (docs/hit-quality.md)")
+        t.add_argument("--verify-rate", type=float, default=None, help="share of uncertain hits verified (0..1)")
         policy_tool.add_policy_flags(t)
     for verb in ("get", "delete"):
         t = tsub.add_parser(verb)
@@ -154,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_parser(sub)
     train.add_parser(sub)
     policy_tool.add_parser(sub)
+    from .tools import online_eval
+
+    online_eval.add_flags(sub.choices["eval"])  # eval --online
     return parser
 
 
@@ -199,17 +218,24 @@ def run_client(args: argparse.Namespace, environ: dict[str, str]) -> int:
         if args.command == "query":
             hit = client.query(args.tenant, args.model, _chat(args), similarity_threshold=args.threshold, top_k=args.top_k)
             text = f"{hit.match} {hit.similarity:.3f} {hit.id}\n{hit.answer}" if hit.hit else "miss"
+            if hit.verify_entry_id:
+                text += f" (verify: write back with --verifies {hit.verify_entry_id})"
             if hit.uncacheable:
                 text = f"miss: uncacheable ({hit.uncacheable})"
             _print(args, dataclasses.asdict(hit), text)
         elif args.command == "insert":
             meta = json.loads(args.meta) if args.meta else {}
-            entry_id = client.insert(args.tenant, args.model, _chat(args), args.answer, ttl_seconds=args.ttl, metadata=meta)
+            entry_id = client.insert(args.tenant, args.model, _chat(args), args.answer, ttl_seconds=args.ttl,
+                                     metadata=meta, verifies=args.verifies)
             refused = getattr(entry_id, "uncacheable", "")
             _print(args, {"id": entry_id, "uncacheable": refused}, entry_id or f"not stored: uncacheable ({refused})")
         elif args.command == "remove":
             n = client.remove(args.tenant, args.model, args.ids)
             _print(args, {"removed": n}, f"removed {n}")
+        elif args.command == "feedback":
+            action = client.feedback(args.tenant, args.model, args.entry_id, _chat(args), args.verdict,
+                                     answer=args.answer)
+            _print(args, {"action": action}, action)
         elif args.command == "clear":
             n = client.clear(args.tenant, args.model or None)
             _print(args, {"removed": n}, f"removed {n}")
@@ -241,7 +267,8 @@ def run_client(args: argparse.Namespace, environ: dict[str, str]) -> int:
 
 def _tenant_verb(args: argparse.Namespace, client: Any) -> None:
     verb = args.tenant_command
-    config_names = ("similarity_threshold", "ttl_seconds", "max_entries", "eviction_policy", "embedding_model")
+    config_names = ("similarity_threshold", "ttl_seconds", "max_entries", "eviction_policy", "embedding_model",
+                    "max_error_rate", "verify_rate")
     if verb in ("create", "update"):
         config = {k: getattr(args, k) for k in config_names if getattr(args, k) is not None}
         from .tools import policy as policy_tool
@@ -305,6 +332,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in ("bench", "eval"):
             from .tools import bench, evaluation
 
+            if args.command == "eval" and args.online:
+                from .tools import online_eval
+
+                return online_eval.run(args, environ)
             module = bench if args.command == "bench" else evaluation
             return module.run(args, environ)
         if args.command == "train":

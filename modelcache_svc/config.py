@@ -71,6 +71,13 @@ class Settings:
     milvus_index_type: str = "HNSW"
     milvus_index_params: str = '{"M": 16, "efConstruction": 200}'
     milvus_search_params: str = '{"ef": 64}'
+    # Learning from feedback (cache/feedback.py, docs/hit-quality.md "Learning from feedback").
+    feedback_keep_per_entry: int = 64  # observations kept per entry, newest first
+    feedback_floor_margin: float = 0.001  # a WRONG at s stops the entry serving at s + this and below
+    verify_answer_similarity: float = 0.9  # a verification write-back agrees at this cosine of the two answers
+    verify_pending_ttl_s: float = 3600.0  # how long a verification miss waits for its write-back
+    feedback_pool_ttl_s: float = 5.0  # a tenant's pooled evidence is re-read at most this often per replica
+    learned_min_similarity: float = 0.70  # with max_error_rate: learned evidence may serve down to this
     limits: Limits = field(default_factory=Limits)
 
     @property
@@ -121,6 +128,14 @@ class Settings:
             raise InvalidArgument("query_log_sample_rate must be in [0, 1]")
         if not 0.0 < self.similarity_threshold <= 1.0:
             raise InvalidArgument("similarity_threshold must be in (0, 1]")
+        if not 1 <= self.feedback_keep_per_entry <= 10_000:
+            raise InvalidArgument("feedback_keep_per_entry must be 1..10000")
+        if not 0.0 <= self.feedback_floor_margin <= 0.1:
+            raise InvalidArgument("feedback_floor_margin must be in [0, 0.1]")
+        if not 0.0 < self.verify_answer_similarity <= 1.0 or not 0.0 < self.learned_min_similarity <= 1.0:
+            raise InvalidArgument("verify_answer_similarity and learned_min_similarity must be in (0, 1]")
+        if self.verify_pending_ttl_s <= 0 or self.feedback_pool_ttl_s < 0:
+            raise InvalidArgument("verify_pending_ttl_s must be positive and feedback_pool_ttl_s not negative")
         if not 0.0 <= self.rerank_lexical_weight <= 1.0:
             raise InvalidArgument("rerank_lexical_weight must be in [0, 1]")
         if self.question_vector_cache_size < 0:

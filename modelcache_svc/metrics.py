@@ -79,6 +79,15 @@ class Metrics:
             "modelcache_question_vector_memo_total",
             "Semantic queries whose question vector was remembered (hit) or computed by the model (miss).",
             ["result"], registry=r)
+        self.feedback_total = Counter(
+            "modelcache_feedback_total", "Feedback calls by tenant and verdict (correct, wrong).",
+            ["tenant", "verdict"], registry=r)
+        self.verifications = Counter(
+            "modelcache_verifications_total", "Verification write-backs by tenant and outcome "
+            "(agree, disagree, unknown_entry).", ["tenant", "outcome"], registry=r)
+        self.observed_error_rate = Gauge(
+            "modelcache_observed_error_rate", "Share of a tenant's recent feedback and verification observations "
+            "that were wrong.", ["tenant"], registry=r)
         self.uncacheable = Counter(
             "modelcache_uncacheable_total",
             "Questions the cacheability policy flagged, by tenant, call (query/insert), class "
@@ -114,6 +123,18 @@ class Metrics:
         except Exception:
             log.debug("metrics: query not recorded", exc_info=True)
 
+    def feedback(self, tenant: str, verdict: str) -> None:
+        self.count(self.feedback_total, self.tenant_label(tenant), verdict)
+
+    def verification(self, tenant: str, outcome: str) -> None:
+        self.count(self.verifications, self.tenant_label(tenant), outcome)
+
+    def observed_error(self, tenant: str, rate: float | None) -> None:
+        try:
+            if rate is not None:
+                self.observed_error_rate.labels(self.tenant_label(tenant)).set(rate)
+        except Exception:
+            log.debug("metrics: observed error rate not recorded", exc_info=True)
     def flagged(self, tenant: str, call: str, klass: str, action: str) -> None:
         try:
             self.uncacheable.labels(self.tenant_label(tenant), call, klass, action).inc()

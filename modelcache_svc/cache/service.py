@@ -29,13 +29,16 @@ from ..stores.base import ScalarStore, VectorHit, VectorStore
 from .cacheability import Verdict, compiled, metric_class
 from .exact_cache import ExactCache
 from ..limits import check_model_name, check_tenant_name
-from .keys import ChatKey, chat_key, check_answer, check_entry_ids, check_metadata
+from .feedback import Learner, learning_active
+from .keys import ENTRY_ID, ChatKey, chat_key, check_answer, check_entry_ids, check_metadata
 from .matching import guard_veto, lexical_overlap, resolve_threshold
 from .querylog import QueryLog, QueryLogRow
 from .tenants import ADMIN, Principal, TenantRegistry
 from ..embedding import EmbeddingBatcher
+from .types import (
+    CacheabilityAction, EntryLearning, EntryRow, MatchKind, Message, NewEntry, QueryResult, Scope, Tenant, TenantConfig,
+)
 from .vector_memo import VectorMemo
-from .types import CacheabilityAction, EntryRow, MatchKind, Message, NewEntry, QueryResult, Scope, Tenant, TenantConfig
 
 log = logging.getLogger("modelcache_svc.cache")
 T = TypeVar("T")
@@ -97,6 +100,7 @@ class CacheCore:
             retention_s=settings.query_log_retention_s,
             clock=clock,
         )
+        self.learner = Learner(self)  # learning from feedback: cache/feedback.py
 
     # -- lifecycle --------------------------------------------------------------
     async def start(self) -> None:
@@ -258,7 +262,9 @@ class CacheCore:
             self._hits.append((row.id, now))
             return QueryResult(True, MatchKind.EXACT, row.answer, row.id, 1.0, row.question)
         embedder = await self.embedders.for_text(tenant.config.embedding_model, key.question)
-        return await self._semantic(embedder, scope, key, threshold, top_k or self.settings.top_k, now)
+        return await self._semantic(
+            embedder, scope, tenant, key, threshold, similarity_threshold is not None, top_k or self.settings.top_k, now
+        )
 
     def _judge(self, tenant: Tenant, question: str, call: str) -> Verdict | None:
         """The tenant's cacheability verdict on a question (cache/cacheability.py), counted when flagged."""
@@ -287,18 +293,24 @@ class CacheCore:
         return key
 
     async def _semantic(
-        self, embedder: EmbeddingBatcher, scope: Scope, key: ChatKey, threshold: float, top_k: int, now: float
+        self, embedder: EmbeddingBatcher, scope: Scope, tenant: Tenant, key: ChatKey, threshold: float,
+        explicit: bool, top_k: int, now: float,
     ) -> QueryResult:
         with self.metrics.timed("embed"):
             vector = await self._embed_question(embedder, key.question)
+        floor = self.learner.candidate_floor(tenant, threshold, explicit)
         # Search and read in one trip to the pool (each stage still timed on its own).
-        # Thresholds and reported similarities are on one scale for every model (FolderOptions).
-        candidates, rows = await self._run(
+        # Thresholds, reported similarities and what feedback learns are on one scale for every model
+        # (FolderOptions); only the vector search speaks the model's own cosine.
+        candidates, rows, learning = await self._run(
             self._search_and_read, embedder.model_id, scope, key.context_hash, vector, top_k,
-            embedder.threshold_cosine(threshold), now,
+            embedder.threshold_cosine(floor), now,
         )
+        if not learning and not learning_active(tenant):
+            learning = None  # nothing learned here: the plain decision
         weight = self.settings.rerank_lexical_weight
         best: tuple[float, VectorHit, EntryRow] | None = None
+        ranked: list[tuple[float, float, VectorHit, EntryRow]] = []
         for hit in candidates:
             row = rows.get(hit.id)
             # A vector without a live row of this very scope and context is never served.
@@ -312,15 +324,27 @@ class CacheCore:
                     self.metrics.count(self.metrics.guard_vetoes, reason)
                     continue
             similarity = embedder.reported(hit.similarity)
+            if learning is not None:  # the learned decision walks every candidate, best first
+                ranked.append((similarity + weight * lexical_overlap(key.question, row.question), similarity, hit, row))
+                continue
             if not weight:
                 best = (similarity, hit, row)
                 break
             # Among the candidates that clear the threshold and the guard, the one also worded most like the
             # question (adjacent word pairs in common): near-duplicate entries embed alike, wording tells them
-            # apart. The threshold and the reported similarity stay the cosine.
+            # apart. The threshold and the reported similarity stay the (scaled) cosine.
             rank = similarity + weight * lexical_overlap(key.question, row.question)
             if best is None or rank > best[0]:
                 best = (rank, hit, row)
+        if learning is not None:
+            ranked.sort(key=lambda c: -c[0])
+            pool = await self.learner.pool(tenant)
+            choice = self.learner.choose(tenant, [(s, h, r) for _, s, h, r in ranked], learning, threshold, pool)
+            if choice.verify is not None:
+                similarity, _, row = choice.verify
+                await self.learner.offer(scope, key, row.id, similarity)
+                return QueryResult.miss(verify_entry_id=row.id)
+            best = None if choice.serve is None else (0.0, *choice.serve[1:])
         if best is None:
             return QueryResult.miss()
         _, hit, row = best
@@ -357,16 +381,18 @@ class CacheCore:
     def _search_and_read(
         self, embed_model: str, scope: Scope, context_hash: str, vector: Any, top_k: int, threshold: float,
         now: float,
-    ) -> tuple[list[VectorHit], dict[str, EntryRow]]:
-        """On a pool thread: the candidates above the threshold and their live rows."""
+    ) -> tuple[list[VectorHit], dict[str, EntryRow], dict[str, EntryLearning] | None]:
+        """On a pool thread: the candidates above the threshold, their live rows, and what was learned
+        about them (feedback: floors, observations)."""
         with self.metrics.timed("vector_search"):
             # The collection of the tenant's model: vectors of two models are never compared.
             hits = self.vector.search(embed_model, scope.tenant, scope.model, context_hash, vector, top_k)
         candidates = [h for h in hits if h.similarity >= threshold]
         if not candidates:
-            return [], {}
+            return [], {}, None
         with self.metrics.timed("scalar_read"):
-            return candidates, self.scalar.get_entries([h.id for h in candidates], now)
+            rows = self.scalar.get_entries([h.id for h in candidates], now)
+            return candidates, rows, self.scalar.learning_of(list(rows))
 
     # -- insert ------------------------------------------------------------------------
     @contextmanager
@@ -417,6 +443,8 @@ class CacheCore:
                 key = chat_key(entry.messages, limits)
                 answer = check_answer(entry.answer, limits)
                 metadata = check_metadata(entry.metadata, limits)
+                if entry.verifies and not ENTRY_ID.match(entry.verifies):
+                    raise InvalidArgument("verifies must be the verify_entry_id of a query (32 lowercase hex)")
                 ttl = entry.ttl_seconds or tenant.config.ttl_seconds
                 if ttl < 0 or ttl > MAX_TTL_SECONDS:
                     raise InvalidArgument(f"ttl_seconds must be 0..{MAX_TTL_SECONDS}")
@@ -477,6 +505,8 @@ class CacheCore:
                 log.warning("insert: vector write failed and rows %s stay for the repair pass", created)
             raise
         self.metrics.count(self.metrics.inserted, self.metrics.tenant_label(scope.tenant), amount=len(ids))
+        verifying = [(entries[p], keys[j], embedders[j]) for j, p in enumerate(stored) if entries[p].verifies]
+        await self.learner.verify_written(scope, verifying)
         if tenant.config.max_entries:
             await self._enforce_capacity(tenant)
         if len(ids) == len(entries):
@@ -524,6 +554,14 @@ class CacheCore:
         for model, ids in by_model.items():
             await self._run(self.vector.delete, tenant, model, ids)
 
+    async def feedback(
+        self, principal: Principal, scope: Scope, entry_id: str, messages: Sequence[Message], verdict: str,
+        answer: str = "",
+    ) -> str:
+        """A product's verdict on a served hit; what was done, in words (cache/feedback.py)."""
+        with self._admit(scope.tenant):
+            return await self.learner.feedback(principal, scope, entry_id, messages, verdict, answer)
+
     # -- remove / clear ------------------------------------------------------------------
     async def remove(self, principal: Principal, scope: Scope, ids: Sequence[str]) -> int:
         await self._scope(principal, scope)
@@ -560,6 +598,7 @@ class CacheCore:
         await self._flush_hits()
         counts = await self._run(self.scalar.models_of_tenant, tenant)
         logged = await self._run(self.scalar.query_log_since, tenant, model or None, self._clock() - window_s)
+        logged = [row for row in logged if ":" not in row[1]]  # feedback:* and verify:* rows are not queries
         tops = await self._run(self.scalar.top_entries, tenant, model or None, top * max(1, len(counts)))
         models = sorted({model} if model else set(counts) | {m for m, _, _ in logged})
         out = []
@@ -758,6 +797,8 @@ class CacheCore:
         while True:
             rows = await self._run(self.scalar.expired, self._clock(), 1000)
             if not rows:
+                await self._run(self.scalar.purge_pending_verifications,
+                                self._clock() - self.settings.verify_pending_ttl_s)
                 return total
             by_tenant: dict[str, list[tuple[str, str]]] = {}
             for entry_id, tenant, model in rows:

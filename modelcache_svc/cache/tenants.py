@@ -57,6 +57,11 @@ def check_config(config: TenantConfig) -> TenantConfig:
         raise InvalidArgument(f"similarity_threshold {t} is out of range: it must be in (0, 1]")
     if config.ttl_seconds < 0 or config.max_entries < 0:
         raise InvalidArgument("ttl_seconds and max_entries must not be negative")
+    e = config.max_error_rate
+    if e is not None and (e != e or not 0.0 < e < 1.0):
+        raise InvalidArgument(f"max_error_rate {e} is out of range: it must be in (0, 1)")
+    if config.verify_rate != config.verify_rate or not 0.0 <= config.verify_rate <= 1.0:
+        raise InvalidArgument(f"verify_rate {config.verify_rate} is out of range: it must be in [0, 1]")
     if len(config.embedding_model) > 191:
         raise InvalidArgument("embedding_model is too long")
     check_policy(config.cacheability)

@@ -68,6 +68,10 @@ class TenantConfig:
     eviction_policy: EvictionPolicy = EvictionPolicy.LRU
     embedding_model: str = ""
     cacheability: CacheabilityPolicy = CacheabilityPolicy()
+    # Learning from feedback (cache/feedback.py): the wrong-hit rate the tenant accepts (None = the static
+    # threshold only) and the share of uncertain semantic candidates answered as a miss to verify them.
+    max_error_rate: float | None = None
+    verify_rate: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +90,7 @@ class NewEntry:
     answer: str
     ttl_seconds: int = 0
     metadata: dict[str, str] = field(default_factory=dict)
+    verifies: str = ""  # the verify_entry_id of the query this answer was fetched for
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,10 +122,11 @@ class QueryResult:
     similarity: float = 0.0
     matched_question: str = ""
     uncacheable: str = ""  # the class that made this a miss without a lookup (cacheability policy)
+    verify_entry_id: str = ""  # a miss answered in order to learn: write back with verifies = this id
 
     @classmethod
-    def miss(cls) -> QueryResult:
-        return cls(hit=False, match=MatchKind.MISS)
+    def miss(cls, verify_entry_id: str = "") -> QueryResult:
+        return cls(hit=False, match=MatchKind.MISS, verify_entry_id=verify_entry_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,3 +136,25 @@ class ApiKeyRecord:
     key_hash: str
     created_at: float
     revoked_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One piece of evidence about an entry: it was served (or a verification candidate) at this similarity,
+    and its answer was wrong there or not. Written by Feedback and by verification write-backs."""
+
+    entry_id: str
+    tenant: str
+    similarity: float
+    wrong: bool
+    source: str  # "user" (Feedback) or "verify" (a verification write-back)
+    exact_key: str  # of the chat it was observed on
+    ts: float
+
+
+@dataclass(frozen=True, slots=True)
+class EntryLearning:
+    """What the scalar store holds about one entry's hit quality."""
+
+    floor: float = 0.0  # the entry serves nothing at or below this similarity (raised by WRONG verdicts)
+    observations: tuple[tuple[float, bool], ...] = ()  # (similarity, wrong), newest first

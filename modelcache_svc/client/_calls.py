@@ -45,6 +45,9 @@ class Hit:
     matched_question: str = ""
     # Non-empty on a miss the cacheability policy decided: user_specific, time_sensitive, pii, rule:<name>.
     uncacheable: str = ""
+    # Set on a miss the service answers in order to learn: call the model as on any miss and write the answer
+    # back with ``insert(..., verifies=hit.verify_entry_id)``.
+    verify_entry_id: str = ""
 
 
 class InsertedId(str):
@@ -71,6 +74,8 @@ class TenantInfo:
     embedding_model: str
     # {"user_specific": "refuse", "time_sensitive": ..., "pii": ..., "short_ttl_seconds": 0, "rules": [...]}
     cacheability: dict[str, Any] = field(default_factory=dict)
+    max_error_rate: float | None = None
+    verify_rate: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,7 @@ class Entry:
     answer: str
     ttl_seconds: int = 0
     metadata: Mapping[str, str] = field(default_factory=dict)
+    verifies: str = ""  # the verify_entry_id of the miss this answer was fetched for
 
 
 class ApiKey(NamedTuple):
@@ -162,8 +168,8 @@ def tenant_config(**config: Any) -> tuple[pb.TenantConfig, list[str]]:
                 message.eviction_policy = _POLICIES[str(value).lower()]
             except KeyError as exc:
                 raise errors.InvalidArgument(f"eviction_policy must be one of {', '.join(_POLICIES)}") from exc
-        elif name == "similarity_threshold":
-            message.similarity_threshold = float(value)
+        elif name in ("similarity_threshold", "max_error_rate", "verify_rate"):
+            setattr(message, name, float(value))
         elif name in ("ttl_seconds", "max_entries"):
             setattr(message, name, int(value))
         elif name == "embedding_model":
@@ -179,7 +185,8 @@ def tenant_config(**config: Any) -> tuple[pb.TenantConfig, list[str]]:
 # -- response conversion --------------------------------------------------------------------
 def _hit(r: pb.QueryResponse) -> Hit:
     return Hit(
-        r.hit, _MATCH_NAMES.get(r.match, "miss"), r.answer, r.id, r.similarity, r.matched_question, r.uncacheable
+        r.hit, _MATCH_NAMES.get(r.match, "miss"), r.answer, r.id, r.similarity, r.matched_question,
+        uncacheable=r.uncacheable, verify_entry_id=r.verify_entry_id,
     )
 
 
@@ -200,6 +207,8 @@ def _tenant(t: pb.Tenant) -> TenantInfo:
         eviction_policy=_POLICY_NAMES.get(c.eviction_policy, "lru"),
         embedding_model=c.embedding_model,
         cacheability=policy_to_dict(policy_from_pb(c.cacheability)),
+        max_error_rate=c.max_error_rate if c.HasField("max_error_rate") else None,
+        verify_rate=c.verify_rate,
     )
 
 
@@ -240,12 +249,25 @@ def insert_many(tenant: str, model: str, entries: Iterable[Entry]) -> Call[list[
         scope=_scope(tenant, model),
         entries=[
             pb.CacheEntry(
-                messages=to_messages(e.messages), answer=e.answer, ttl_seconds=e.ttl_seconds, metadata=dict(e.metadata)
+                messages=to_messages(e.messages), answer=e.answer, ttl_seconds=e.ttl_seconds, metadata=dict(e.metadata),
+                verifies=e.verifies,
             )
             for e in entries
         ],
     )
     return Call("cache", "Insert", request, _inserted)
+
+
+_VERDICTS = {"correct": pb.CORRECT, "wrong": pb.WRONG}
+
+
+def feedback(tenant: str, model: str, entry_id: str, chat: ChatLike, verdict: str, answer: str | None) -> Call[str]:
+    """verdict: "correct" or "wrong" (any case); anything else is sent as unspecified and refused by the service."""
+    request = pb.FeedbackRequest(
+        scope=_scope(tenant, model), entry_id=entry_id, messages=to_messages(chat),
+        verdict=_VERDICTS.get(str(verdict).lower(), pb.VERDICT_UNSPECIFIED), answer=answer or "",
+    )
+    return Call("cache", "Feedback", request, lambda r: str(r.action))
 
 
 def remove(tenant: str, model: str, ids: Sequence[str]) -> Call[int]:

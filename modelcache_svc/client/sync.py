@@ -72,15 +72,33 @@ class CacheClient(BaseClient):
         *,
         ttl_seconds: int = 0,
         metadata: Mapping[str, str] | None = None,
+        verifies: str = "",
         timeout: float | None = None,
     ) -> InsertedId:
-        entry = Entry(chat, answer, ttl_seconds, metadata or {})
+        """``verifies``: the ``verify_entry_id`` of the miss this answer was fetched for (the service then
+        compares it with that entry's answer and learns from it)."""
+        entry = Entry(chat, answer, ttl_seconds, metadata or {}, verifies=verifies)
         return self._run(calls.insert_many(tenant, model, [entry]), timeout)[0]
 
     def insert_many(
         self, tenant: str, model: str, entries: Iterable[Entry], *, timeout: float | None = None
     ) -> list[InsertedId]:
         return self._run(calls.insert_many(tenant, model, entries), timeout)
+
+    def feedback(
+        self,
+        tenant: str,
+        model: str,
+        entry_id: str,
+        chat: ChatLike,
+        verdict: str,
+        *,
+        answer: str | None = None,
+        timeout: float | None = None,
+    ) -> str:
+        """Report that the hit ``entry_id`` served for ``chat`` was "wrong" or "correct"; with "wrong",
+        ``answer`` (optional) is the right one, cached for that chat. Returns what the service did."""
+        return self._run(calls.feedback(tenant, model, entry_id, chat, verdict, answer), timeout)
 
     def remove(self, tenant: str, model: str, ids: Sequence[str], *, timeout: float | None = None) -> int:
         return self._run(calls.remove(tenant, model, ids), timeout)

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..cache.types import ApiKeyRecord, EntryRow, EvictionPolicy, Tenant, TenantConfig
+from ..cache.types import ApiKeyRecord, EntryLearning, EntryRow, EvictionPolicy, Observation, Tenant, TenantConfig
 
 
 class ScalarStore(Protocol):
@@ -120,6 +120,29 @@ class ScalarStore(Protocol):
     ) -> list[tuple[str, str, float]]:
         """(model, match_kind, latency_ms) of logged queries since a time, newest first."""
         ...
+
+    # -- learning from feedback (deleted with their entry by every delete above) ----
+    def record_observations(self, observations: Sequence[Observation], keep: int, floor_margin: float) -> int:
+        """Write observations of live entries; a wrong one raises its entry's floor to its similarity +
+        floor_margin; keep the newest ``keep`` per entry. Returns how many were recorded."""
+        ...
+
+    def learning_of(self, ids: Sequence[str]) -> dict[str, EntryLearning]:
+        """Floor and observations (newest first) of those of these entries that have any."""
+        ...
+
+    def tenant_observations(self, tenant: str, limit: int) -> list[tuple[float, bool]]:
+        """(similarity, wrong) of a tenant's newest observations."""
+        ...
+
+    def add_pending_verification(self, entry_id: str, exact_key: str, tenant: str, similarity: float,
+                                 ts: float) -> None: ...
+
+    def take_pending_verification(self, entry_id: str, exact_key: str, since: float) -> float | None:
+        """The similarity of a pending verification (created at or after since), removed; None if none."""
+        ...
+
+    def purge_pending_verifications(self, before: float) -> int: ...
 
     # -- API keys ------------------------------------------------------------
     def create_api_key(self, record: ApiKeyRecord) -> None: ...

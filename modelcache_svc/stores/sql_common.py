@@ -20,6 +20,7 @@ from typing import Any, Protocol, TypeVar
 from ..cache.types import ApiKeyRecord, EntryRow, EvictionPolicy, Tenant, TenantConfig
 from ..errors import AlreadyExists
 from ..cache.cacheability import policy_from_dict, policy_to_dict
+from .learning_sql import LEARNING_TABLES, LearningQueries
 from .migrations import Migration, table_prefix
 
 T = TypeVar("T")
@@ -116,6 +117,8 @@ def config_to_json(config: TenantConfig) -> str:
             "max_entries": config.max_entries,
             "eviction_policy": config.eviction_policy.value,
             "embedding_model": config.embedding_model,
+            "max_error_rate": config.max_error_rate,
+            "verify_rate": config.verify_rate,
             "cacheability": policy_to_dict(config.cacheability),
         },
         sort_keys=True,
@@ -129,12 +132,15 @@ def config_from_json(text: Any) -> TenantConfig:
     data = json.loads(_str(text)) if text else {}
     default = TenantConfig()
     threshold = data.get("similarity_threshold")
+    max_error_rate = data.get("max_error_rate")
     return TenantConfig(
         similarity_threshold=None if threshold is None else float(threshold),
         ttl_seconds=int(data.get("ttl_seconds", default.ttl_seconds)),
         max_entries=int(data.get("max_entries", default.max_entries)),
         eviction_policy=EvictionPolicy(data.get("eviction_policy", default.eviction_policy.value)),
         embedding_model=str(data.get("embedding_model", default.embedding_model)),
+        max_error_rate=None if max_error_rate is None else float(max_error_rate),
+        verify_rate=float(data.get("verify_rate", default.verify_rate)),
         cacheability=policy_from_dict(data.get("cacheability")),
     )
 
@@ -204,7 +210,7 @@ def unique(items: Iterable[T]) -> list[T]:
 # -- the store -------------------------------------------------------------------------
 
 
-class SQLScalarStore:
+class SQLScalarStore(LearningQueries):
     """Every ScalarStore query; subclasses provide _read, _write, migrate, ping, close."""
 
     dialect: Dialect
@@ -213,7 +219,8 @@ class SQLScalarStore:
 
     def __init__(self, namespace: str) -> None:
         self._prefix = table_prefix(namespace)
-        self._tables = {name: self._prefix + name for name in ("schema_migrations", "tenants", "api_keys", "entries", "query_log")}
+        names = ("schema_migrations", "tenants", "api_keys", "entries", "query_log", *LEARNING_TABLES)
+        self._tables = {name: self._prefix + name for name in names}
 
     # -- hooks --------------------------------------------------------------------------
     def _read(self, fn: Callable[[Cursor], T]) -> T:
@@ -302,6 +309,7 @@ class SQLScalarStore:
         )
 
         def op(cur: Cursor) -> list[tuple[str, bool]]:
+            self._forget_changed_answers(cur, rows)
             cur.executemany(upsert, [entry_params(r) for r in rows])
             # The stored id of each key, whichever row won; a row is created when its own id won.
             stored: dict[tuple[str, str, str], str] = {}
@@ -326,6 +334,24 @@ class SQLScalarStore:
             return out
 
         return self._write(op)
+
+    def _forget_changed_answers(self, cur: Cursor, rows: Sequence[EntryRow]) -> None:
+        """What was learned about an entry's answer does not carry over to a new answer of it."""
+        answers = {(r.tenant, r.model, r.exact_key): r.answer for r in rows}
+        scopes: dict[tuple[str, str], list[str]] = {}
+        for tenant, model, key in answers:
+            scopes.setdefault((tenant, model), []).append(key)
+        changed: list[str] = []
+        for (tenant, model), keys in scopes.items():
+            for part in chunks(keys):
+                cur.execute(
+                    self._q("SELECT id, exact_key, answer FROM {entries} WHERE tenant = ? AND model = ? "
+                            "AND exact_key IN {ids}", len(part)),
+                    (tenant, model, *part),
+                )
+                changed.extend(_str(i) for i, k, a in cur.fetchall() if _str(a) != answers[(tenant, model, _str(k))])
+        if changed:
+            self.forget_learning(cur, changed)
 
     def get_by_exact_key(self, tenant: str, model: str, exact_key: str, now: float) -> EntryRow | None:
         sql = self._q(
@@ -371,7 +397,9 @@ class SQLScalarStore:
                 cur.execute(self._q("SELECT id FROM {entries} ") + where + self.dialect.for_update, params)
                 found.update(_str(r[0]) for r in cur.fetchall())
                 cur.execute(self._q("DELETE FROM {entries} ") + where, params)
-            return [i for i in wanted if i in found]
+            deleted = [i for i in wanted if i in found]
+            self.forget_learning(cur, deleted)
+            return deleted
 
         return self._write(op)
 
@@ -467,6 +495,7 @@ class SQLScalarStore:
             for part in chunks(wanted):
                 cur.execute(self._q("DELETE FROM {entries} WHERE id IN {ids}", len(part)), tuple(part))
                 total += max(cur.rowcount, 0)
+            self.forget_learning(cur, wanted)
             return total
 
         return self._write(op)

@@ -26,6 +26,7 @@ from .. import errors
 from ..cache.service import CacheCore
 from ..cache.tenants import Principal
 from .proto import (
+    VERDICTS,
     config_from_pb,
     entry_from_pb,
     messages_from_pb,
@@ -170,6 +171,14 @@ class GrpcFrontEnd:
     async def _remove(self, r: pb.RemoveRequest, p: Principal, rid: str) -> pb.RemoveResponse:
         return pb.RemoveResponse(removed=await self.core.remove(p, scope_from_pb(r.scope), list(r.ids)))
 
+    async def _feedback(self, r: pb.FeedbackRequest, p: Principal, rid: str) -> pb.FeedbackResponse:
+        # An unknown verdict reaches the core as "": it refuses it after the scope and key checks.
+        verdict = VERDICTS.get(r.verdict, "")
+        action = await self.core.feedback(
+            p, scope_from_pb(r.scope), r.entry_id, messages_from_pb(r.messages), verdict, r.answer
+        )
+        return pb.FeedbackResponse(action=action)
+
     async def _clear(self, r: pb.ClearRequest, p: Principal, rid: str) -> pb.ClearResponse:
         return pb.ClearResponse(removed=await self.core.clear(p, r.scope.tenant, r.scope.model or None))
 
@@ -223,6 +232,7 @@ class GrpcFrontEnd:
             "Remove": self._method("Remove", self._remove, pb.RemoveRequest),
             "Clear": self._method("Clear", self._clear, pb.ClearRequest),
             "Stats": self._method("Stats", self._stats, pb.StatsRequest),
+            "Feedback": self._method("Feedback", self._feedback, pb.FeedbackRequest),
         }
         tenants = {
             "CreateTenant": self._method("CreateTenant", self._create_tenant, pb.CreateTenantRequest),

@@ -27,8 +27,10 @@ _MATCH_TO_PB = {MatchKind.MISS: pb.MISS, MatchKind.EXACT: pb.EXACT, MatchKind.SE
 _POLICY_TO_PB = {EvictionPolicy.LRU: pb.LRU, EvictionPolicy.LFU: pb.LFU, EvictionPolicy.FIFO: pb.FIFO}
 _POLICY_FROM_PB = {v: k for k, v in _POLICY_TO_PB.items()}
 CONFIG_FIELDS = (
-    "similarity_threshold", "ttl_seconds", "max_entries", "eviction_policy", "embedding_model", "cacheability"
+    "similarity_threshold", "ttl_seconds", "max_entries", "eviction_policy", "embedding_model", "cacheability",
+    "max_error_rate", "verify_rate",
 )
+VERDICTS = {pb.CORRECT: "correct", pb.WRONG: "wrong"}
 # UNSPECIFIED reads as REFUSE: an unset policy refuses the built-in classes.
 _ACTION_FROM_PB = {
     pb.CACHEABILITY_ACTION_UNSPECIFIED: CacheabilityAction.REFUSE,
@@ -54,6 +56,7 @@ def entry_from_pb(entry: pb.CacheEntry) -> NewEntry:
         answer=entry.answer,
         ttl_seconds=int(entry.ttl_seconds),
         metadata=dict(entry.metadata),
+        verifies=entry.verifies,
     )
 
 
@@ -65,6 +68,7 @@ def result_to_pb(result: QueryResult) -> pb.QueryResponse:
         similarity=result.similarity,
         matched_question=result.matched_question,
         match=_MATCH_TO_PB[result.match],
+        verify_entry_id=result.verify_entry_id,
         uncacheable=result.uncacheable,
     )
 
@@ -114,6 +118,8 @@ def config_from_pb(config: pb.TenantConfig, base: TenantConfig | None = None, ma
         max_entries=int(config.max_entries),
         eviction_policy=_POLICY_FROM_PB.get(config.eviction_policy, EvictionPolicy.LRU),
         embedding_model=config.embedding_model,
+        max_error_rate=config.max_error_rate if config.HasField("max_error_rate") else None,
+        verify_rate=config.verify_rate if config.HasField("verify_rate") else 0.0,
         cacheability=policy_from_pb(config.cacheability),
     )
     paths = list(mask)
@@ -141,6 +147,10 @@ def config_to_pb(config: TenantConfig) -> pb.TenantConfig:
     )
     if config.similarity_threshold is not None:
         message.similarity_threshold = config.similarity_threshold
+    if config.max_error_rate is not None:
+        message.max_error_rate = config.max_error_rate
+    if config.verify_rate:
+        message.verify_rate = config.verify_rate
     return message
 
 

@@ -135,6 +135,8 @@ def result_reply(result: QueryResult) -> Reply:
         "similarity": float(result.similarity),
         "matched_question": result.matched_question,
     }
+    if result.verify_entry_id:  # only on a verification miss: write back with MC.INSERT ... VERIFIES <id>
+        reply["verify_entry_id"] = result.verify_entry_id
     if result.uncacheable:
         # Only then: the class that made this a miss (cacheability policy); other replies keep their shape.
         reply["uncacheable"] = result.uncacheable
@@ -156,18 +158,31 @@ async def mc_query(core: CacheCore, principal: Principal, args: Sequence[bytes])
 
 
 async def mc_insert(core: CacheCore, principal: Principal, args: Sequence[bytes]) -> Reply:
-    """MC.INSERT tenant model messages-json answer [TTL s] [META json]: the id, or nil when the
+    """MC.INSERT tenant model messages-json answer [TTL s] [META json] [VERIFIES id]: the id, or nil when the
     cacheability policy refused the chat (MC.QUERY on it says which class)."""
     where = scope(args)
     messages = parse_messages(args[3])
     answer = text(args[4], "answer")
-    opts = options(args[5:], {"TTL": "s", "META": "json"}, "MC.INSERT")
+    opts = options(args[5:], {"TTL": "s", "META": "json", "VERIFIES": "id"}, "MC.INSERT")
     ttl = integer_arg(opts["TTL"], "TTL") if "TTL" in opts else 0
     if ttl < 0:
         raise InvalidArgument("TTL must not be negative")
     metadata = parse_metadata(opts["META"]) if "META" in opts else {}
-    ids = await core.insert(principal, where, [NewEntry(tuple(messages), answer, ttl, metadata)])
+    verifies = text(opts["VERIFIES"], "VERIFIES") if "VERIFIES" in opts else ""
+    ids = await core.insert(principal, where, [NewEntry(tuple(messages), answer, ttl, metadata, verifies)])
     return ids[0] or None
+
+
+async def mc_feedback(core: CacheCore, principal: Principal, args: Sequence[bytes]) -> Reply:
+    """MC.FEEDBACK tenant model entry-id CORRECT|WRONG messages-json [ANSWER text]: what was done, in words."""
+    where = scope(args)
+    entry_id = text(args[3], "entry-id")
+    verdict = text(args[4], "verdict").lower()
+    messages = parse_messages(args[5])
+    opts = options(args[6:], {"ANSWER": "text"}, "MC.FEEDBACK")
+    answer = text(opts["ANSWER"], "ANSWER") if "ANSWER" in opts else ""
+    return await core.feedback(principal, where, entry_id, messages, verdict if verdict in ("correct", "wrong") else "",
+                               answer)
 
 
 async def mc_remove(core: CacheCore, principal: Principal, args: Sequence[bytes]) -> Reply:
@@ -218,4 +233,5 @@ MC_COMMANDS: dict[str, tuple[McHandler, int, int]] = {
     "MC.CLEAR": (mc_clear, -2, 3),
     "MC.GET": (mc_get, 4, 4),
     "MC.SET": (mc_set, -5, 0),
+    "MC.FEEDBACK": (mc_feedback, -6, 8),
 }
