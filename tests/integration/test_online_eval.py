@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from modelcache_svc import evaluation
+from modelcache_svc.tools import evaluation
 from modelcache_svc.embedding import Embedder
 from modelcache_svc.tools import online_eval
 
