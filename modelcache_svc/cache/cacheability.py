@@ -25,8 +25,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InvalidArgument
+from ..records import (  # noqa: F401 - the JSON form is re-exported for the client and the CLI
+    CacheabilityAction,
+    CacheabilityPolicy,
+    CacheabilityRule,
+    action_named,
+    policy_from_dict,
+    policy_to_dict,
+)
 from .detectors import BUILT_IN_CLASSES, MAX_CHECKED_CHARS, detect
-from .types import CacheabilityAction, CacheabilityPolicy, CacheabilityRule
 
 Action = CacheabilityAction
 DEFAULT_SHORT_TTL_S = 300
@@ -143,7 +150,8 @@ def compile_rule(rule: CacheabilityRule) -> re.Pattern[str]:
 
 def _check_shape(items: Any, in_repeat: bool, where: str) -> None:
     """No back-reference; nothing that repeats or alternates inside an unbounded repetition."""
-    from re import _constants as c, _parser as parser  # type: ignore[attr-defined]
+    from re import _constants as c  # type: ignore[attr-defined]
+    from re import _parser as parser
 
     for op, av in items:
         if op in (c.GROUPREF, c.GROUPREF_EXISTS):
@@ -226,60 +234,6 @@ def check_policy(policy: CacheabilityPolicy) -> CacheabilityPolicy:
     for i, rule in enumerate(policy.rules):
         check_rule(rule, i)
     return policy
-
-
-# -- the JSON form (tenant config in the scalar store, the Python client, the CLI) ----------------
-def policy_to_dict(policy: CacheabilityPolicy) -> dict[str, Any]:
-    return {
-        "user_specific": policy.user_specific.value,
-        "time_sensitive": policy.time_sensitive.value,
-        "pii": policy.pii.value,
-        "short_ttl_seconds": policy.short_ttl_seconds,
-        "rules": [
-            {"name": r.name, "pattern": r.pattern, "keywords": list(r.keywords), "action": r.action.value}
-            for r in policy.rules
-        ],
-    }
-
-
-def action_named(value: Any, where: str) -> CacheabilityAction:
-    try:
-        return CacheabilityAction(str(value).lower())
-    except ValueError:
-        raise InvalidArgument(f"{where} must be one of refuse, allow, short_ttl, not {str(value)[:40]!r}") from None
-
-
-def policy_from_dict(data: Any) -> CacheabilityPolicy:
-    """Missing keys take defaults; a wrong shape is InvalidArgument."""
-    if data is None:
-        return CacheabilityPolicy()
-    if not isinstance(data, dict):
-        raise InvalidArgument("cacheability must be an object")
-    rules = data.get("rules") or []
-    if not isinstance(rules, list):
-        raise InvalidArgument("cacheability.rules must be a list")
-    parsed = []
-    for i, r in enumerate(rules):
-        if not isinstance(r, dict) or not all(isinstance(r.get(k, ""), str) for k in ("name", "pattern")):
-            raise InvalidArgument(f"cacheability.rules[{i}] must be an object with a string name and pattern")
-        keywords = r.get("keywords") or []
-        if not isinstance(keywords, list) or not all(isinstance(k, str) for k in keywords):
-            raise InvalidArgument(f"cacheability.rules[{i}].keywords must be a list of strings")
-        parsed.append(CacheabilityRule(
-            name=r.get("name", ""), pattern=r.get("pattern", ""), keywords=tuple(keywords),
-            action=action_named(r.get("action", "refuse"), f"cacheability.rules[{i}].action"),
-        ))
-    try:
-        short_ttl = int(data.get("short_ttl_seconds", 0) or 0)
-    except (TypeError, ValueError):
-        raise InvalidArgument("cacheability.short_ttl_seconds must be an integer") from None
-    return CacheabilityPolicy(
-        user_specific=action_named(data.get("user_specific", "refuse"), "cacheability.user_specific"),
-        time_sensitive=action_named(data.get("time_sensitive", "refuse"), "cacheability.time_sensitive"),
-        pii=action_named(data.get("pii", "refuse"), "cacheability.pii"),
-        short_ttl_seconds=short_ttl,
-        rules=tuple(parsed),
-    )
 
 
 def metric_class(klass: str) -> str:

@@ -21,7 +21,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 
-from .types import EntryRow
+from ..records import EntryRow
 
 Key = tuple[str, str, str]  # tenant, model, exact key
 

@@ -29,7 +29,7 @@ from ..errors import InvalidArgument, NotFound
 from .keys import ENTRY_ID, ChatKey, check_answer
 from .learned_threshold import EMPTY_POOL, Decision, ModelSettings, PooledEvidence, decide
 from .querylog import QueryLogRow
-from .types import EntryLearning, EntryRow, Message, NewEntry, Observation, Scope, Tenant
+from ..records import EntryLearning, EntryRow, Message, NewEntry, Observation, Scope, Tenant
 
 if TYPE_CHECKING:
     from ..embedding import EmbeddingBatcher

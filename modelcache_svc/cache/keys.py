@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from ..errors import InvalidArgument
 from ..limits import Limits
 from ..limits import show as _show
-from .types import ROLES, Message
+from ..records import ROLES, Message
 
 # ASCII only: unicode look-alikes of these characters are refused, not folded.
 ENTRY_ID = re.compile(r"^[0-9a-f]{32}$", re.ASCII)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from scipy.special import betaincinv
 
-from .types import EntryLearning
+from ..records import EntryLearning
 
 PRIOR_A = 0.5  # Jeffreys
 PRIOR_B = 0.5

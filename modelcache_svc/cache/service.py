@@ -35,7 +35,7 @@ from .matching import guard_veto, lexical_overlap, resolve_threshold
 from .querylog import QueryLog, QueryLogRow
 from .tenants import ADMIN, Principal, TenantRegistry
 from ..embedding import EmbeddingBatcher
-from .types import (
+from ..records import (
     CacheabilityAction, EntryLearning, EntryRow, MatchKind, Message, NewEntry, QueryResult, Scope, Tenant, TenantConfig,
 )
 from .vector_memo import VectorMemo

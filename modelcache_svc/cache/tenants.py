@@ -21,7 +21,7 @@ from ..errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied,
 from ..stores.base import ScalarStore
 from .cacheability import check_policy
 from ..limits import check_tenant_name
-from .types import ApiKeyRecord, Tenant, TenantConfig
+from ..records import ApiKeyRecord, Tenant, TenantConfig
 
 CACHE_TTL_S = 2.0
 T = TypeVar("T")

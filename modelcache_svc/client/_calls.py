@@ -20,7 +20,7 @@ from google.protobuf.message import Message
 from itertools import zip_longest
 
 from .. import errors
-from ..cache.cacheability import policy_from_dict, policy_to_dict
+from ..records import policy_from_dict, policy_to_dict
 from ..transport.grpc_server import STATUS
 from ..transport.proto import pb, policy_from_pb, policy_to_pb
 

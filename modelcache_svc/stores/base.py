@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..cache.types import ApiKeyRecord, EntryLearning, EntryRow, EvictionPolicy, Observation, Tenant, TenantConfig
+from ..records import ApiKeyRecord, EntryLearning, EntryRow, EvictionPolicy, Observation, Tenant, TenantConfig
 
 
 class ScalarStore(Protocol):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from ..cache.types import EntryLearning, Observation
+from ..records import EntryLearning, Observation
 
 T = TypeVar("T")
 LEARNING_TABLES = ("feedback", "entry_learning", "pending_verify")

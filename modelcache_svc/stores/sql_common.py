@@ -17,9 +17,9 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from ..cache.types import ApiKeyRecord, EntryRow, EvictionPolicy, Tenant, TenantConfig
+from ..records import ApiKeyRecord, EntryRow, EvictionPolicy, Tenant, TenantConfig
 from ..errors import AlreadyExists
-from ..cache.cacheability import policy_from_dict, policy_to_dict
+from ..records import policy_from_dict, policy_to_dict
 from .learning_sql import LEARNING_TABLES, LearningQueries
 from .migrations import Migration, table_prefix
 

@@ -243,7 +243,7 @@ def run_size(args: argparse.Namespace, settings: Any, mode: str, n: int, uri: st
 def _recall_embedded(vector: Any, collection: str, tenant: str, model: str, queries: np.ndarray,
                      real: bulk_load.RealSet) -> tuple[float, float]:
     from ..cache.keys import chat_key
-    from ..cache.types import Message
+    from ..records import Message
     from ..config import Limits
     from ..stores.milvus_store import scope_hash
 
@@ -267,7 +267,7 @@ def _recall_server(vector: Any, tenant: str, model: str, queries: np.ndarray, re
     import faiss
 
     from ..cache.keys import chat_key
-    from ..cache.types import Message
+    from ..records import Message
     from ..config import Limits
 
     ctx = chat_key([Message("user", "x")], Limits()).context_hash
@@ -358,7 +358,7 @@ def tenants_check(settings: Any, uri: str, tenants: int, real: bulk_load.RealSet
     """3 vectors for each of ``tenants`` tenants in one collection (the scope hash is its partition key),
     then the search p50 of one tenant through the store, as the service asks it."""
     from ..cache.keys import chat_key
-    from ..cache.types import Message
+    from ..records import Message
     from ..config import Limits
     from ..stores.milvus_store import MilvusVectorStore, scope_hash, tenant_hash
 

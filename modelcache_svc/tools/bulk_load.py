@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from ..cache.keys import chat_key
-from ..cache.types import EntryRow, Message, TenantConfig
+from ..records import EntryRow, Message, TenantConfig
 from ..config import Limits
 
 BATCH = 5_000

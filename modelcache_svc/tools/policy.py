@@ -23,7 +23,7 @@ from typing import Any
 from .. import errors
 from ..cache.cacheability import RULE_NAME, compiled, policy_from_dict, policy_to_dict
 from ..cache.detectors import BUILT_IN_CLASSES, detect
-from ..cache.types import CacheabilityPolicy
+from ..records import CacheabilityPolicy
 
 NONE = "none"
 DEFAULT_LABELLED = Path(__file__).resolve().parents[2] / "tests" / "data" / "cacheability_en_zh.jsonl"

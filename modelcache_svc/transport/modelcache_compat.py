@@ -61,7 +61,7 @@ from typing import Any
 from .. import errors
 from ..cache.service import CacheCore
 from ..cache.tenants import Principal
-from ..cache.types import Message, NewEntry, Scope
+from ..records import Message, NewEntry, Scope
 from .http_server import Handler, Request, Response
 
 log = logging.getLogger("modelcache_svc.modelcache_compat")

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from .._gen.modelcache.v1 import modelcache_pb2 as pb
 from .._gen.modelcache.v1 import modelcache_pb2_grpc as pb_grpc
 from ..cache.service import ScopeStats
-from ..cache.types import (
+from ..records import (
     CacheabilityAction,
     CacheabilityPolicy,
     CacheabilityRule,

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..cache.service import CacheCore
 from ..cache.tenants import Principal
-from ..cache.types import Message, NewEntry, QueryResult, Scope
+from ..records import Message, NewEntry, QueryResult, Scope
 from ..errors import InvalidArgument
 from .resp_protocol import Reply, Simple
 

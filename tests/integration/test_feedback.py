@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from modelcache_svc import errors
-from modelcache_svc.cache.types import EntryLearning
+from modelcache_svc.records import EntryLearning
 from tests.servers import ThreadServer, free_port
 
 MODEL = "m1"

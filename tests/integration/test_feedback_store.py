@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from modelcache_svc.cache.types import EvictionPolicy, Observation
+from modelcache_svc.records import EvictionPolicy, Observation
 from modelcache_svc.stores.base import ScalarStore
 from tests.integration.test_scalar_stores import NOW, entry, insert
 

@@ -24,7 +24,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from modelcache_svc import errors
-from modelcache_svc.cache.types import QueryResult
+from modelcache_svc.records import QueryResult
 from modelcache_svc.transport.resp_server import RespServer, start_resp_server
 from tests.servers import ThreadServer, free_port
 

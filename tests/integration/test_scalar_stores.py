@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from modelcache_svc.cache.types import ApiKeyRecord, EntryRow, EvictionPolicy, TenantConfig
+from modelcache_svc.records import ApiKeyRecord, EntryRow, EvictionPolicy, TenantConfig
 from modelcache_svc.errors import AlreadyExists, InvalidArgument, Unavailable
 from modelcache_svc.stores import open_scalar_store
 from modelcache_svc.stores.base import ScalarStore
@@ -555,7 +555,7 @@ def test_many_threads(scalar_store: ScalarStore) -> None:
 
 CHILD = """
 import os, signal
-from modelcache_svc.cache.types import EntryRow
+from modelcache_svc.records import EntryRow
 from modelcache_svc.stores import open_scalar_store
 store = open_scalar_store({uri!r}, "dur")
 store.migrate()

@@ -13,8 +13,8 @@ from modelcache_svc.cache.cacheability import (
     policy_to_dict,
 )
 from modelcache_svc.cache.detectors import cn_id_valid, detect, has_pii, iban_valid, luhn_valid
-from modelcache_svc.cache.types import CacheabilityAction as A
-from modelcache_svc.cache.types import CacheabilityPolicy, CacheabilityRule
+from modelcache_svc.records import CacheabilityAction as A
+from modelcache_svc.records import CacheabilityPolicy, CacheabilityRule
 from modelcache_svc.errors import InvalidArgument
 from modelcache_svc.tools.policy import DEFAULT_LABELLED, load_labelled, score
 

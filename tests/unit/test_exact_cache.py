@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from modelcache_svc.cache.exact_cache import ExactCache
-from modelcache_svc.cache.types import EntryRow
+from modelcache_svc.records import EntryRow
 
 
 def row(entry_id: str, expires_at: float | None = None, model: str = "m") -> EntryRow:

@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from modelcache_svc.cache.keys import chat_key, check_metadata, normalise_text
-from modelcache_svc.cache.types import Message
+from modelcache_svc.records import Message
 from modelcache_svc.limits import Limits, check_model_name, check_tenant_name
 from modelcache_svc.errors import InvalidArgument
 

@@ -10,7 +10,7 @@ from modelcache_svc.cache.learned_threshold import (
     error_bounds,
     posterior,
 )
-from modelcache_svc.cache.types import EntryLearning
+from modelcache_svc.records import EntryLearning
 
 M = ModelSettings()
 

@@ -1,9 +1,13 @@
-"""Plain data the core passes between its parts and to transports."""
+"""Plain records the core, the stores and the transports pass between them (below all three):
+scopes, messages, tenants and their configuration, entries, and the JSON form of a cacheability policy."""
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import InvalidArgument
 
 
 class MatchKind(enum.Enum):
@@ -158,3 +162,57 @@ class EntryLearning:
 
     floor: float = 0.0  # the entry serves nothing at or below this similarity (raised by WRONG verdicts)
     observations: tuple[tuple[float, bool], ...] = ()  # (similarity, wrong), newest first
+
+
+# -- the JSON form (tenant config in the scalar store, the Python client, the CLI) ----------------
+def policy_to_dict(policy: CacheabilityPolicy) -> dict[str, Any]:
+    return {
+        "user_specific": policy.user_specific.value,
+        "time_sensitive": policy.time_sensitive.value,
+        "pii": policy.pii.value,
+        "short_ttl_seconds": policy.short_ttl_seconds,
+        "rules": [
+            {"name": r.name, "pattern": r.pattern, "keywords": list(r.keywords), "action": r.action.value}
+            for r in policy.rules
+        ],
+    }
+
+
+def action_named(value: Any, where: str) -> CacheabilityAction:
+    try:
+        return CacheabilityAction(str(value).lower())
+    except ValueError:
+        raise InvalidArgument(f"{where} must be one of refuse, allow, short_ttl, not {str(value)[:40]!r}") from None
+
+
+def policy_from_dict(data: Any) -> CacheabilityPolicy:
+    """Missing keys take defaults; a wrong shape is InvalidArgument."""
+    if data is None:
+        return CacheabilityPolicy()
+    if not isinstance(data, dict):
+        raise InvalidArgument("cacheability must be an object")
+    rules = data.get("rules") or []
+    if not isinstance(rules, list):
+        raise InvalidArgument("cacheability.rules must be a list")
+    parsed = []
+    for i, r in enumerate(rules):
+        if not isinstance(r, dict) or not all(isinstance(r.get(k, ""), str) for k in ("name", "pattern")):
+            raise InvalidArgument(f"cacheability.rules[{i}] must be an object with a string name and pattern")
+        keywords = r.get("keywords") or []
+        if not isinstance(keywords, list) or not all(isinstance(k, str) for k in keywords):
+            raise InvalidArgument(f"cacheability.rules[{i}].keywords must be a list of strings")
+        parsed.append(CacheabilityRule(
+            name=r.get("name", ""), pattern=r.get("pattern", ""), keywords=tuple(keywords),
+            action=action_named(r.get("action", "refuse"), f"cacheability.rules[{i}].action"),
+        ))
+    try:
+        short_ttl = int(data.get("short_ttl_seconds", 0) or 0)
+    except (TypeError, ValueError):
+        raise InvalidArgument("cacheability.short_ttl_seconds must be an integer") from None
+    return CacheabilityPolicy(
+        user_specific=action_named(data.get("user_specific", "refuse"), "cacheability.user_specific"),
+        time_sensitive=action_named(data.get("time_sensitive", "refuse"), "cacheability.time_sensitive"),
+        pii=action_named(data.get("pii", "refuse"), "cacheability.pii"),
+        short_ttl_seconds=short_ttl,
+        rules=tuple(parsed),
+    )
