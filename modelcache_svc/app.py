@@ -70,11 +70,11 @@ def build_core(settings: Settings, embedder: Embedder | None = None, cjk_embedde
         )
 
     pool = EmbedderPool(
-        batcher(embedder or load(settings.embedding_model)), load, batcher, cjk_model=settings.embedding_model_cjk
+        batcher(embedder or load(settings.embedding_model)), load, batcher, cjk_model=settings.cjk_model
     )
-    if settings.embedding_model_cjk:
+    if settings.cjk_model:
         # Loaded now, not on the first Chinese question: no request pays seconds of model loading.
-        pool.add(settings.embedding_model_cjk, cjk_embedder or load(settings.embedding_model_cjk))
+        pool.add(settings.cjk_model, cjk_embedder or load(settings.cjk_model))
     return CacheCore(settings, scalar, vector, pool, metrics=metrics)
 
 

@@ -32,7 +32,7 @@ def _serve_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--embedding-model", help="packaged:minilm-cache-en (default), packaged:all-MiniLM-L6-v2 or a local model folder")
     p.add_argument("--embedding-model-cjk",
                    help="model for questions with CJK characters in tenants on the default model "
-                   "(default packaged:multilingual-e5-small; empty = one model for all)")
+                   "(default packaged:e5-cache-zh; off = one model for all)")
     p.add_argument("--similarity-threshold", type=float, help="default cosine threshold for a semantic hit")
     p.add_argument("--rerank-lexical-weight", type=float,
                    help="candidates above the threshold ranked by cosine + this x word-pair overlap "

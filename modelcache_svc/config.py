@@ -35,7 +35,7 @@ class Settings:
     embedding_backend: str = "onnx"  # onnx | onnx-int8 | torch | text2vec
     model_cache_dir: str = ""  # "" = ~/.cache/modelcache_svc/onnx (exported ONNX models)
     embedding_model: str = DEFAULT_MODEL
-    # Questions with CJK characters, in tenants on the default model, go to this one ("" = no routing).
+    # Questions with CJK characters, in tenants on the default model, go to this one ("" or "off" = no routing).
     embedding_model_cjk: str = DEFAULT_CJK_MODEL
     embedding_max_batch: int = 32
     embedding_max_wait_ms: float = 2.0
@@ -119,6 +119,11 @@ class Settings:
         settings = cls(**values)
         settings.validate()
         return settings
+
+    @property
+    def cjk_model(self) -> str:
+        """The CJK model routing uses, "" when routing is off (``--embedding-model-cjk off``)."""
+        return "" if self.embedding_model_cjk.strip().lower() in ("", "off", "none") else self.embedding_model_cjk
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

@@ -462,7 +462,7 @@ def _run_all(client: Any, args: argparse.Namespace, datasets: Sequence[tuple[Pat
             report = evaluate(client, pairs, tenant=tenant, configured=configured, sweep=sweep, top_k=args.top_k,
                               target_precision=args.target_precision, verify=not args.no_verify, progress=progress)
             guard: bool | str = server.settings.precision_guard if server else "the server's setting"
-            cjk = (server.settings.embedding_model_cjk if server else "the server's setting") if not temporary else ""
+            cjk = (server.settings.cjk_model or "off" if server else "the server's setting") if not temporary else ""
             reports.append({"dataset": str(path), "mode": args.mode, "target": args.target or "in-process",
                             "embedding_model": model, "embedding_model_cjk": cjk,
                             "guard": guard, "configured_threshold": configured, **report})

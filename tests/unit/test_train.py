@@ -63,3 +63,11 @@ def test_folder_options(tmp_path: Path) -> None:
     assert options.prefix == "query: " and options.similarity_scale == 2.5
     (tmp_path / "modelcache.json").write_text("{not json")
     assert FolderOptions(tmp_path).similarity_scale == 1.0
+
+
+def test_cjk_routing_can_be_turned_off() -> None:
+    from modelcache_svc.config import DEFAULT_CJK_MODEL, Settings
+
+    assert Settings().cjk_model == DEFAULT_CJK_MODEL
+    assert Settings.load({}, {"MODELCACHE_EMBEDDING_MODEL_CJK": "off"}).cjk_model == ""
+    assert Settings.load({"embedding_model_cjk": ""}, {}).cjk_model == ""
