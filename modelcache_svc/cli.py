@@ -29,7 +29,8 @@ def _serve_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--namespace", help="prefix of every table and collection (dev/staging/prod)")
     p.add_argument("--admin-key", help="turns authentication on; the key that reaches everything")
     p.add_argument("--embedding-backend", choices=list(EMBEDDING_BACKENDS), help="default onnx")
-    p.add_argument("--embedding-model", help="packaged:minilm-cache-en (default), packaged:all-MiniLM-L6-v2 or a local model folder")
+    p.add_argument("--embedding-model",
+                   help="packaged:minilm-cache-en (default), packaged:all-MiniLM-L6-v2 or a local model folder")
     p.add_argument("--embedding-model-cjk",
                    help="model for questions with CJK characters in tenants on the default model "
                    "(default packaged:e5-cache-zh; off = one model for all)")
