@@ -9,6 +9,7 @@ import pytest
 
 from modelcache_svc.config import Settings
 from modelcache_svc.embedding import Embedder, load_embedder
+from tests.fake_openai import FakeOpenAI
 from tests.servers import ThreadServer
 
 
@@ -54,3 +55,20 @@ def make_server(tmp_path: Path, scalar_uri: str, embedder: Embedder) -> Iterator
 @pytest.fixture
 def server(make_server: Callable[..., ThreadServer]) -> ThreadServer:
     return make_server()
+
+
+# The integrations' tests (LangChain, the OpenAI SDK): one cache server and one fake model per module.
+@pytest.fixture(scope="module")
+def cache_server(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) -> Iterator[ThreadServer]:
+    data = tmp_path_factory.mktemp("cache")
+    settings = Settings(data_dir=data, grpc_port=0, http_port=0, resp_port=0, scalar_uri=f"sqlite:///{data}/s.db")
+    server = ThreadServer(settings, embedder)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def model_server() -> Iterator[FakeOpenAI]:
+    fake = FakeOpenAI()
+    yield fake
+    fake.stop()

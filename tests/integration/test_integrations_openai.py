@@ -7,15 +7,12 @@ import asyncio
 import socket
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import openai
 import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from modelcache_svc.config import Settings
-from modelcache_svc.embedding import Embedder
 from modelcache_svc.integrations.openai import AsyncCachedOpenAI, CachedOpenAI
 from tests.fake_openai import FakeOpenAI
 from tests.servers import ThreadServer, free_port
@@ -24,22 +21,6 @@ SYSTEM = {"role": "system", "content": "You are terse."}
 Q = "What's the capital of Vietnam?"
 PARAPHRASE = "capital city of Vietnam?"
 CACHE_TIMEOUT = 10.0  # this host is shared and slow; the default 0.25 s is for products
-
-
-@pytest.fixture(scope="module")
-def cache_server(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) -> Iterator[ThreadServer]:
-    data = tmp_path_factory.mktemp("cache")
-    settings = Settings(data_dir=data, grpc_port=0, http_port=0, resp_port=0, scalar_uri=f"sqlite:///{data}/s.db")
-    server = ThreadServer(settings, embedder)
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def model_server() -> Iterator[FakeOpenAI]:
-    fake = FakeOpenAI()
-    yield fake
-    fake.stop()
 
 
 @pytest.fixture
