@@ -41,7 +41,8 @@ import json
 import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -404,9 +405,7 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace, environ: dict[str, str], *, embedder: Any = None) -> int:
     """The eval verb. ``embedder`` (tests): a loaded default model for the in-process server."""
-    import tempfile
 
-    from ..client import CacheClient
 
     if args.write_tenant and (args.target_precision is None or not args.target):
         raise errors.InvalidArgument("--write-tenant needs --target-precision and --target (a server to write to)")
@@ -422,22 +421,35 @@ def run(args: argparse.Namespace, environ: dict[str, str], *, embedder: Any = No
         datasets = [(path, isolate(pairs)) for path, pairs in datasets]
     print("starting a service in this process ..." if not args.target else f"evaluating {args.target}",
           file=sys.stderr)
-    with tempfile.TemporaryDirectory(prefix="modelcache-eval-") as tmp:
+    with service_for(args, environ, embedder, "modelcache-eval-") as (client, server):
+        reports = _run_all(client, args, datasets, sweep, server)
+    if args.json:
+        print(json.dumps(reports, ensure_ascii=False, indent=1))
+    else:
+        print("\n\n".join(_text(r) for r in reports))
+    return 0
+
+
+@contextmanager
+def service_for(args: argparse.Namespace, environ: dict[str, str], embedder: Any,
+                prefix: str) -> Iterator[tuple[Any, InProcessServer | None]]:
+    """A client of ``--target``, or of a service started in this process on a temporary data dir (stopped
+    afterwards): what both `eval` and `eval --online` measure."""
+    import tempfile
+
+    from ..client import CacheClient
+
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         server = None if args.target else InProcessServer(Path(tmp), environ, guard=not args.no_guard,
                                                           embedder=embedder)
         target = args.target or (server.target if server else "")
         api_key = args.api_key or environ.get("MODELCACHE_API_KEY") or None
         try:
             with CacheClient(target, api_key=api_key, timeout=60) as client:
-                reports = _run_all(client, args, datasets, sweep, server)
+                yield client, server
         finally:
             if server is not None:
                 server.stop()
-    if args.json:
-        print(json.dumps(reports, ensure_ascii=False, indent=1))
-    else:
-        print("\n\n".join(_text(r) for r in reports))
-    return 0
 
 
 def _run_all(client: Any, args: argparse.Namespace, datasets: Sequence[tuple[Path, list[Pair]]], sweep: list[float],

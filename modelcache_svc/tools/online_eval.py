@@ -26,7 +26,6 @@ import argparse
 import json
 import random
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -37,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from .. import errors
-from .evaluation import INSERT_BATCH, ChatMessages, InProcessServer, Pair, chat, load_pairs
+from .evaluation import INSERT_BATCH, ChatMessages, Pair, chat, load_pairs, service_for
 
 TENTHS = 10
 
@@ -196,7 +195,6 @@ def add_flags(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, environ: dict[str, str], *, embedder: Any = None) -> int:
     """eval --online. ``embedder`` (tests): a loaded default model for the in-process server."""
-    from ..client import CacheClient
 
     for name in ("report_rate", "verify_rate"):
         if not 0.0 <= getattr(args, name) <= 1.0:
@@ -212,19 +210,9 @@ def run(args: argparse.Namespace, environ: dict[str, str], *, embedder: Any = No
     quiet = args.json or not sys.stderr.isatty()
     print("starting a service in this process ..." if not args.target else f"replaying against {args.target}",
           file=sys.stderr)
-    with tempfile.TemporaryDirectory(prefix="modelcache-online-") as tmp:
-        server = None if args.target else InProcessServer(Path(tmp), environ, guard=not args.no_guard,
-                                                          embedder=embedder)
-        target = args.target or (server.target if server else "")
-        api_key = args.api_key or environ.get("MODELCACHE_API_KEY") or None
-        try:
-            with CacheClient(target, api_key=api_key, timeout=60) as client:
-                default = server.settings.similarity_threshold if server else None
-                reports = [evaluate_online(client, path, pairs, args, sweep, default, quiet)
-                           for path, pairs in datasets]
-        finally:
-            if server is not None:
-                server.stop()
+    with service_for(args, environ, embedder, "modelcache-online-") as (client, server):
+        default = server.settings.similarity_threshold if server else None
+        reports = [evaluate_online(client, path, pairs, args, sweep, default, quiet) for path, pairs in datasets]
     if args.json:
         print(json.dumps(reports, ensure_ascii=False, indent=1))
     else:
