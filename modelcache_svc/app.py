@@ -22,6 +22,8 @@ from .stores import open_scalar_store
 from .stores.approx_index import ApproxParams
 from .stores.milvus_store import MilvusVectorStore
 from .transport.grpc_server import GrpcFrontEnd, start_grpc_server
+from .verifier.model import Verifier
+from .verifier.pool import VerifierPool
 
 log = logging.getLogger("modelcache_svc")
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
@@ -36,9 +38,29 @@ def check_exposure(settings: Settings) -> None:
         )
 
 
-def build_core(settings: Settings, embedder: Embedder | None = None, cjk_embedder: Embedder | None = None) -> CacheCore:
-    """``embedder`` / ``cjk_embedder``: already loaded models for the default and the CJK model (tests
-    share them between servers); otherwise both load here, before the service says it is ready."""
+def load_verifiers(settings: Settings) -> tuple[Verifier | None, Verifier | None]:
+    """The verifiers the settings name (English, CJK), loaded now: no request pays for loading one. The CJK
+    verifier only where CJK routing is on (its questions are embedded by the CJK model)."""
+    from .verifier import load_verifier
+
+    cache = Path(settings.model_cache_dir) if settings.model_cache_dir else None
+    threads = settings.verifier_threads
+    english = load_verifier(settings.verifier_model, cache, threads=threads) if settings.verifier_model else None
+    cjk = None
+    if settings.verifier_cjk_model and settings.cjk_model:
+        cjk = load_verifier(settings.verifier_cjk_model, cache, threads=threads)
+    return english, cjk
+
+
+def build_core(
+    settings: Settings,
+    embedder: Embedder | None = None,
+    cjk_embedder: Embedder | None = None,
+    verifiers: tuple[Verifier | None, Verifier | None] | None = None,
+) -> CacheCore:
+    """``embedder`` / ``cjk_embedder`` / ``verifiers``: already loaded models for the default and the CJK
+    model and the verifiers (tests share them between servers); otherwise all load here, before the service
+    says it is ready."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -75,7 +97,8 @@ def build_core(settings: Settings, embedder: Embedder | None = None, cjk_embedde
     if settings.cjk_model:
         # Loaded now, not on the first Chinese question: no request pays seconds of model loading.
         pool.add(settings.cjk_model, cjk_embedder or load(settings.cjk_model))
-    return CacheCore(settings, scalar, vector, pool, metrics=metrics)
+    english, cjk = verifiers if verifiers is not None else load_verifiers(settings)
+    return CacheCore(settings, scalar, vector, pool, metrics=metrics, verifiers=VerifierPool(english, cjk))
 
 
 @dataclass
@@ -125,6 +148,7 @@ class Service:
             await extra.wait_closed()
         await self.core.stop()
         self.core.embedders.close()
+        self.core.verifiers.close()
         self.core.vector.close()
         self.core.scalar.close()
 

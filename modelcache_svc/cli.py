@@ -18,6 +18,14 @@ EXIT_USAGE = 2
 EXIT_ERROR = 1
 
 
+def _on_off(value: str) -> bool:
+    if value.lower() in ("on", "true", "1", "yes"):
+        return True
+    if value.lower() in ("off", "false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"{value!r}: on or off")
+
+
 def _serve_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="home of the embedded stores (default ./data)")
     p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
@@ -35,6 +43,10 @@ def _serve_flags(p: argparse.ArgumentParser) -> None:
                    help="model for questions with CJK characters in tenants on the default model "
                    "(default packaged:e5-cache-zh; off = one model for all)")
     p.add_argument("--similarity-threshold", type=float, help="default cosine threshold for a semantic hit")
+    p.add_argument("--verifier", help="cross-encoder over uncertain candidates (default packaged:verifier-en; a trained "
+                   "folder; off = none)")
+    p.add_argument("--verifier-cjk", help="verifier for questions with CJK characters (default packaged:verifier-zh; "
+                   "off = none)")
     p.add_argument("--rerank-lexical-weight", type=float,
                    help="candidates above the threshold ranked by cosine + this x word-pair overlap "
                    "(default 0.15; 0 = off)")
@@ -145,6 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
         t.add_argument("--max-error-rate", type=float, default=None,
                        help="learned per-entry thresholds: the wrong-hit rate accepted (docs/hit-quality.md)")
         t.add_argument("--verify-rate", type=float, default=None, help="share of uncertain hits verified (0..1)")
+        t.add_argument("--verifier", type=_on_off, default=None, metavar="on|off",
+                       help="the verifier for this tenant (default: the server's setting)")
+        t.add_argument("--verifier-cutoff", type=float, default=None,
+                       help="probability the verifier needs to serve a candidate (default: the model's fitted one)")
         policy_tool.add_policy_flags(t)
     for verb in ("get", "delete"):
         t = tsub.add_parser(verb)
@@ -269,7 +285,7 @@ def run_client(args: argparse.Namespace, environ: dict[str, str]) -> int:
 def _tenant_verb(args: argparse.Namespace, client: Any) -> None:
     verb = args.tenant_command
     config_names = ("similarity_threshold", "ttl_seconds", "max_entries", "eviction_policy", "embedding_model",
-                    "max_error_rate", "verify_rate")
+                    "max_error_rate", "verify_rate", "verifier", "verifier_cutoff")
     if verb in ("create", "update"):
         config = {k: getattr(args, k) for k in config_names if getattr(args, k) is not None}
         from .tools import policy as policy_tool

@@ -17,6 +17,8 @@ ENV_PREFIX = "MODELCACHE_"
 DEFAULT_MODEL = "packaged:minilm-cache-en"
 DEFAULT_CJK_MODEL = "packaged:e5-cache-zh"
 DEFAULT_SIMILARITY_THRESHOLD = 0.80
+DEFAULT_VERIFIER = "packaged:verifier-en"
+DEFAULT_CJK_VERIFIER = "packaged:verifier-zh"
 EMBEDDING_BACKENDS = ("onnx", "onnx-int8", "torch", "text2vec")
 MILVUS_INDEX_TYPES = ("HNSW", "IVF_FLAT", "IVF_SQ8", "FLAT")
 
@@ -46,6 +48,10 @@ class Settings:
     # Candidates above the threshold are ranked by cosine + this weight x word-pair overlap (0 = cosine alone);
     # 0.15 measured best on shared/eval (docs/hit-quality.md, "The rerank").
     rerank_lexical_weight: float = 0.15
+    # The verifier (verifier/): a cross-encoder over candidates in its uncertain band; "off" = none.
+    verifier: str = DEFAULT_VERIFIER
+    verifier_cjk: str = DEFAULT_CJK_VERIFIER  # for questions with CJK characters; "off" = none
+    verifier_threads: int = 1
     top_k: int = 5
     exact_cache_size: int = 10_000
     # Recent question vectors remembered per embedding model (a repeated paraphrase skips the model); 0 = off.
@@ -124,6 +130,19 @@ class Settings:
     def cjk_model(self) -> str:
         """The CJK model routing uses, "" when routing is off (``--embedding-model-cjk off``)."""
         return "" if self.embedding_model_cjk.strip().lower() in ("", "off", "none") else self.embedding_model_cjk
+
+    @staticmethod
+    def _off(spec: str) -> str:
+        return "" if spec.strip().lower() in ("", "off", "none") else spec
+
+    @property
+    def verifier_model(self) -> str:
+        """The verifier spec, "" when off."""
+        return self._off(self.verifier)
+
+    @property
+    def verifier_cjk_model(self) -> str:
+        return self._off(self.verifier_cjk)
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

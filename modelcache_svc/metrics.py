@@ -22,7 +22,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 log = logging.getLogger("modelcache_svc.metrics")
 MAX_TENANT_LABELS = 200
 OTHER = "_other"
-STAGES = ("validate", "exact_lookup", "embed", "vector_search", "scalar_read", "total")
+STAGES = ("validate", "exact_lookup", "embed", "vector_search", "scalar_read", "verify", "total")
 _FAST_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -52,6 +52,10 @@ class Metrics:
         self.guard_vetoes = Counter(
             "modelcache_guard_vetoes_total", "Semantic candidates vetoed by the precision guard.",
             ["reason"], registry=r)
+        self.verifier_decisions = Counter(
+            "modelcache_verifier_decisions_total",
+            "Semantic candidates in the uncertain band the verifier read, by outcome (accepted, rejected).",
+            ["outcome"], registry=r)
         self.inserted = Counter(
             "modelcache_inserted_entries_total", "Entries written by Insert.", ["tenant"], registry=r)
         self.batch_size = Histogram(

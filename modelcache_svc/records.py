@@ -76,6 +76,10 @@ class TenantConfig:
     # threshold only) and the share of uncertain semantic candidates answered as a miss to verify them.
     max_error_rate: float | None = None
     verify_rate: float = 0.0
+    # The verifier (verifier/, cache/verifier_gate.py): None = the server's setting, False = off; and the
+    # probability a candidate needs (None = the model's fitted cut-off).
+    verifier: bool | None = None
+    verifier_cutoff: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

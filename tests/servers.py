@@ -30,6 +30,14 @@ def shared_cjk_embedder() -> Embedder:
     return load_embedder("onnx", DEFAULT_CJK_MODEL)
 
 
+@functools.cache
+def shared_verifiers() -> tuple[Any, Any]:
+    """The default verifiers (English, CJK), loaded once per test process."""
+    from modelcache_svc.app import load_verifiers
+
+    return load_verifiers(Settings())
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -45,7 +53,12 @@ class ThreadServer:
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         cjk = shared_cjk_embedder() if settings.embedding_model_cjk == DEFAULT_CJK_MODEL else None
-        self.service = Service(settings, build_core(settings, embedder, cjk))
+        default = Settings()
+        verifiers = None
+        if (settings.verifier_model, settings.verifier_cjk_model) == (default.verifier_model, default.verifier_cjk_model):
+            english, zh = shared_verifiers()
+            verifiers = (english, zh if settings.cjk_model else None)
+        self.service = Service(settings, build_core(settings, embedder, cjk, verifiers))
         self.call(self.service.start(), timeout=120)
         self.target = f"127.0.0.1:{self.service.grpc_port}"
 

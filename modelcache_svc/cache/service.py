@@ -39,6 +39,9 @@ from ..records import (
     CacheabilityAction, EntryLearning, EntryRow, MatchKind, Message, NewEntry, QueryResult, Scope, Tenant, TenantConfig,
 )
 from .vector_memo import VectorMemo
+from .verifier_gate import Gate, gate_for
+from .window import keyed_past_window
+from ..verifier.pool import VerifierPool
 
 log = logging.getLogger("modelcache_svc.cache")
 T = TypeVar("T")
@@ -67,8 +70,10 @@ class CacheCore:
         *,
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
+        verifiers: VerifierPool | None = None,
     ) -> None:
         self.settings = settings
+        self.verifiers = verifiers or VerifierPool(None)
         self.metrics = metrics or Metrics()
         self.scalar = scalar
         self.vector = vector
@@ -262,6 +267,7 @@ class CacheCore:
             self._hits.append((row.id, now))
             return QueryResult(True, MatchKind.EXACT, row.answer, row.id, 1.0, row.question)
         embedder = await self.embedders.for_text(tenant.config.embedding_model, key.question)
+        key = keyed_past_window(key, embedder.tail_past_window(key.question))
         return await self._semantic(
             embedder, scope, tenant, key, threshold, similarity_threshold is not None, top_k or self.settings.top_k, now
         )
@@ -298,7 +304,13 @@ class CacheCore:
     ) -> QueryResult:
         with self.metrics.timed("embed"):
             vector = await self._embed_question(embedder, key.question)
+        verifier = self.verifiers.for_text(key.question) if tenant.config.verifier is not False else None
+        gate = None if verifier is None else gate_for(
+            verifier.options.band_low, verifier.options.band_high, verifier.options.cutoff,
+            tenant.config.verifier, tenant.config.verifier_cutoff)
         floor = self.learner.candidate_floor(tenant, threshold, explicit)
+        if gate is not None:
+            floor = min(floor, gate.floor(threshold))
         # Search and read in one trip to the pool (each stage still timed on its own).
         # Thresholds, reported similarities and what feedback learns are on one scale for every model
         # (FolderOptions); only the vector search speaks the model's own cosine.
@@ -311,19 +323,10 @@ class CacheCore:
         weight = self.settings.rerank_lexical_weight
         best: tuple[float, VectorHit, EntryRow] | None = None
         ranked: list[tuple[float, float, VectorHit, EntryRow]] = []
-        for hit in candidates:
-            row = rows.get(hit.id)
-            # A vector without a live row of this very scope and context is never served.
-            if row is None or row.tenant != scope.tenant or row.model != scope.model:
-                continue
-            if row.context_hash != key.context_hash:
-                continue
-            if self.settings.precision_guard:
-                reason = guard_veto(key.question, row.question)
-                if reason is not None:
-                    self.metrics.count(self.metrics.guard_vetoes, reason)
-                    continue
-            similarity = embedder.reported(hit.similarity)
+        live = self._live(scope, key, candidates, rows, embedder)
+        if gate is not None and verifier is not None:
+            live = await self._verified(verifier, gate, key.question, live, threshold)
+        for similarity, hit, row in live:
             if learning is not None:  # the learned decision walks every candidate, best first
                 ranked.append((similarity + weight * lexical_overlap(key.question, row.question), similarity, hit, row))
                 continue
@@ -350,6 +353,48 @@ class CacheCore:
         _, hit, row = best
         self._hits.append((row.id, now))
         return QueryResult(True, MatchKind.SEMANTIC, row.answer, row.id, embedder.reported(hit.similarity), row.question)
+
+    def _live(
+        self, scope: Scope, key: ChatKey, candidates: list[VectorHit], rows: dict[str, EntryRow],
+        embedder: EmbeddingBatcher,
+    ) -> list[tuple[float, VectorHit, EntryRow]]:
+        """Candidates with a live row of this very scope and context that the guard does not veto, best first,
+        with their similarity on the common scale."""
+        live = []
+        for hit in candidates:
+            row = rows.get(hit.id)
+            # A vector without a live row of this very scope and context is never served.
+            if row is None or row.tenant != scope.tenant or row.model != scope.model:
+                continue
+            if row.context_hash != key.context_hash:
+                continue
+            if self.settings.precision_guard:
+                reason = guard_veto(key.question, row.question)
+                if reason is not None:
+                    self.metrics.count(self.metrics.guard_vetoes, reason)
+                    continue
+            live.append((embedder.reported(hit.similarity), hit, row))
+        return live
+
+    async def _verified(
+        self, verifier: Any, gate: Gate, question: str, live: list[tuple[float, VectorHit, EntryRow]],
+        threshold: float,
+    ) -> list[tuple[float, VectorHit, EntryRow]]:
+        """The candidates the gate lets through: sure ones by their similarity, uncertain ones by the verifier
+        (all of them in one model call), the rest dropped."""
+        uncertain = [c for c in live if gate.uncertain(c[0], threshold)]
+        probabilities: dict[str, float] = {}
+        if uncertain:
+            with self.metrics.timed("verify"):
+                scores = await self.verifiers.score(verifier, question, [row.question for _, _, row in uncertain])
+            for (_, _, row), p in zip(uncertain, scores):
+                probabilities[row.id] = p
+                outcome = "accepted" if p >= gate.cutoff else "rejected"
+                self.metrics.count(self.metrics.verifier_decisions, outcome)
+        return [
+            c for c in live
+            if gate.sure(c[0], threshold) or probabilities.get(c[2].id, -1.0) >= gate.cutoff
+        ]
 
     async def _embed_question(self, embedder: EmbeddingBatcher, question: str) -> Any:
         """The question's vector: remembered for a question asked recently, else the model's."""
@@ -458,6 +503,7 @@ class CacheCore:
                 short = compiled(tenant.config.cacheability).short_ttl_seconds
                 ttl = min(ttl, short) if ttl else short
             embedder = await self.embedders.for_text(tenant.config.embedding_model, key.question)
+            key = keyed_past_window(key, embedder.tail_past_window(key.question))
             embedders.append(embedder)
             stored.append(i)
             keys.append(key)

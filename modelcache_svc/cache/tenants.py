@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from ..errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied, Unauthenticated
 from ..stores.base import ScalarStore
 from .cacheability import check_policy
+from .verifier_gate import check_cutoff
 from ..limits import check_tenant_name
 from ..records import ApiKeyRecord, Tenant, TenantConfig
 
@@ -62,6 +63,7 @@ def check_config(config: TenantConfig) -> TenantConfig:
         raise InvalidArgument(f"max_error_rate {e} is out of range: it must be in (0, 1)")
     if config.verify_rate != config.verify_rate or not 0.0 <= config.verify_rate <= 1.0:
         raise InvalidArgument(f"verify_rate {config.verify_rate} is out of range: it must be in [0, 1]")
+    check_cutoff(config.verifier_cutoff)
     if len(config.embedding_model) > 191:
         raise InvalidArgument("embedding_model is too long")
     check_policy(config.cacheability)

@@ -76,6 +76,8 @@ class TenantInfo:
     cacheability: dict[str, Any] = field(default_factory=dict)
     max_error_rate: float | None = None
     verify_rate: float = 0.0
+    verifier: bool | None = None  # None: the server's setting
+    verifier_cutoff: float | None = None  # None: the model's fitted cut-off
 
 
 @dataclass(frozen=True)
@@ -170,6 +172,12 @@ def tenant_config(**config: Any) -> tuple[pb.TenantConfig, list[str]]:
                 raise errors.InvalidArgument(f"eviction_policy must be one of {', '.join(_POLICIES)}") from exc
         elif name in ("similarity_threshold", "max_error_rate", "verify_rate"):
             setattr(message, name, float(value))
+        elif name == "verifier":
+            if not isinstance(value, bool):
+                raise errors.InvalidArgument("verifier must be true or false")
+            message.verifier = value
+        elif name == "verifier_cutoff":
+            message.verifier_cutoff = float(value)
         elif name in ("ttl_seconds", "max_entries"):
             setattr(message, name, int(value))
         elif name == "embedding_model":
@@ -209,6 +217,8 @@ def _tenant(t: pb.Tenant) -> TenantInfo:
         cacheability=policy_to_dict(policy_from_pb(c.cacheability)),
         max_error_rate=c.max_error_rate if c.HasField("max_error_rate") else None,
         verify_rate=c.verify_rate,
+        verifier=c.verifier if c.HasField("verifier") else None,
+        verifier_cutoff=c.verifier_cutoff if c.HasField("verifier_cutoff") else None,
     )
 
 

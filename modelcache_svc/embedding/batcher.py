@@ -67,6 +67,11 @@ class EmbeddingBatcher:
         """The cosine a threshold (given on the common scale, FolderOptions) means for this model."""
         return 1.0 - (1.0 - threshold) / self.similarity_scale
 
+    def tail_past_window(self, text: str) -> str:
+        """What the model never reads of ``text`` ("" when it reads it all, or cannot say)."""
+        cut = getattr(self.embedder, "tail_past_window", None)
+        return str(cut(text)) if cut is not None else ""
+
     def reported(self, cosine: float) -> float:
         """A cosine of this model on the common scale thresholds are given in."""
         return max(-1.0, min(1.0, 1.0 - (1.0 - cosine) * self.similarity_scale))

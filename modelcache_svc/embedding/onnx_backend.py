@@ -277,6 +277,28 @@ class OnnxEmbedder(ModelInfo):
             feed["token_type_ids"] = np.zeros_like(feed["input_ids"])
         return feed
 
+    def tail_past_window(self, text: str) -> str:
+        """The part of ``text`` the model never reads: what follows the last token that fits its window
+        ("" when all of it fits). The core keys long prompts on it (cache/window.py)."""
+        if len(text) * 2 < self._max_len - 2:  # a token covers at least half a character: it fits
+            return ""
+        full = self._prefix + text
+        if self._fast is not None:
+            encoding = self._fast.encode(full)
+            if not encoding.overflowing:
+                return ""
+            end = max((e for s, e in encoding.offsets if e > s), default=0)
+        else:
+            with self._lock:
+                batch = self._tokenizer(full, truncation=True, max_length=self._max_len,
+                                        return_overflowing_tokens=True, return_offsets_mapping=True)
+            if len(batch["input_ids"]) < 2 and not batch.get("num_truncated_tokens"):
+                return ""
+            offsets = batch["offset_mapping"][0] if isinstance(batch["offset_mapping"][0], list) else \
+                batch["offset_mapping"]
+            end = max((e for s, e in offsets if e > s), default=0)
+        return text[max(0, end - len(self._prefix)):].strip()
+
     def encode(self, texts: list[str]) -> np.ndarray:
         if self._prefix:
             texts = [self._prefix + t for t in texts]

@@ -25,7 +25,7 @@ log = logging.getLogger("modelcache_svc.embedding")
 
 MANIFEST = "overlay.json"
 WEIGHTS = "overlay.safetensors"
-CARRIED = ("modelcache.json", "modelcache_train.json")  # copied from the overlay into the folder
+CARRIED = ("modelcache.json", "modelcache_train.json", "verifier.json")  # copied from the overlay into the folder
 OVERLAY_VERSION = 1
 
 

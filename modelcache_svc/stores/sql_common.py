@@ -119,6 +119,8 @@ def config_to_json(config: TenantConfig) -> str:
             "embedding_model": config.embedding_model,
             "max_error_rate": config.max_error_rate,
             "verify_rate": config.verify_rate,
+            "verifier": config.verifier,
+            "verifier_cutoff": config.verifier_cutoff,
             "cacheability": policy_to_dict(config.cacheability),
         },
         sort_keys=True,
@@ -142,6 +144,8 @@ def config_from_json(text: Any) -> TenantConfig:
         max_error_rate=None if max_error_rate is None else float(max_error_rate),
         verify_rate=float(data.get("verify_rate", default.verify_rate)),
         cacheability=policy_from_dict(data.get("cacheability")),
+        verifier=None if data.get("verifier") is None else bool(data["verifier"]),
+        verifier_cutoff=None if data.get("verifier_cutoff") is None else float(data["verifier_cutoff"]),
     )
 
 

@@ -339,7 +339,8 @@ def _known_duplicates(pairs: Sequence[Pair], own: Sequence[str], swept: Sequence
 class InProcessServer:
     """The whole service (gRPC, core, embedded stores) on a temporary data dir, on its own loop thread."""
 
-    def __init__(self, data_dir: Path, environ: dict[str, str], *, guard: bool, embedder: Any = None) -> None:
+    def __init__(self, data_dir: Path, environ: dict[str, str], *, guard: bool, embedder: Any = None,
+                 verifier: bool = True) -> None:
         import asyncio
         import threading
 
@@ -353,6 +354,8 @@ class InProcessServer:
             grpc_port=0, http_port=0, resp_port=0, precision_guard=guard, default_tenant="default",
             query_log_sample_rate=0.0,
         )
+        if not verifier:
+            overrides.update(verifier="off", verifier_cjk="off")
         self.settings = Settings.load(overrides, environ)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="eval-server", daemon=True)
@@ -394,6 +397,8 @@ def add_parser(sub: Any) -> None:
                    help="evaluate this model (e.g. use:multilingual-v3) in a temporary tenant configured with it "
                    "(instead of --tenant)")
     p.add_argument("--no-guard", action="store_true", help="in-process only: the plain embedding, no precision guard")
+    p.add_argument("--no-verifier", action="store_true",
+                   help="in-process only: no verifier (the cosine and the guard decide alone)")
     p.add_argument("--sweep", default="0.50:0.99:0.01", help="thresholds low:high:step (default 0.50:0.99:0.01)")
     p.add_argument("--top-k", type=int, default=0, help="candidates per query (default: the server's)")
     p.add_argument("--target-precision", type=float, default=None, help="calibrate: lowest threshold reaching it")
@@ -413,6 +418,8 @@ def run(args: argparse.Namespace, environ: dict[str, str], *, embedder: Any = No
         raise errors.InvalidArgument("--target-precision must be in (0, 1]")
     if args.limit is not None and args.limit < 1:
         raise errors.InvalidArgument("--limit must be at least 1")
+    if args.no_verifier and args.target:
+        raise errors.InvalidArgument("--no-verifier applies to the in-process server; a --target has its own setting")
     if args.no_guard and args.target:
         raise errors.InvalidArgument("--no-guard applies to the in-process server; a --target has its own setting")
     sweep = grid(args.sweep)
@@ -440,8 +447,9 @@ def service_for(args: argparse.Namespace, environ: dict[str, str], embedder: Any
     from ..client import CacheClient
 
     with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
-        server = None if args.target else InProcessServer(Path(tmp), environ, guard=not args.no_guard,
-                                                          embedder=embedder)
+        server = None if args.target else InProcessServer(
+            Path(tmp), environ, guard=not args.no_guard, embedder=embedder,
+            verifier=not getattr(args, "no_verifier", False))
         target = args.target or (server.target if server else "")
         api_key = args.api_key or environ.get("MODELCACHE_API_KEY") or None
         try:
@@ -477,13 +485,21 @@ def _run_all(client: Any, args: argparse.Namespace, datasets: Sequence[tuple[Pat
             cjk = (server.settings.cjk_model or "off" if server else "the server's setting") if not temporary else ""
             reports.append({"dataset": str(path), "mode": args.mode, "target": args.target or "in-process",
                             "embedding_model": model, "embedding_model_cjk": cjk,
-                            "guard": guard, "configured_threshold": configured, **report})
+                            "guard": guard, "verifier": _verifier_of(server), "configured_threshold": configured,
+                            **report})
         if args.write_tenant:
             _write(client, args.write_tenant, reports)
         return reports
     finally:
         if temporary:
             client.delete_tenant(temporary)
+
+
+def _verifier_of(server: InProcessServer | None) -> str:
+    if server is None:
+        return "the server's setting"
+    s = server.settings
+    return ", ".join(v for v in (s.verifier_model, s.cjk_model and s.verifier_cjk_model) if v) or "off"
 
 
 def _write(client: Any, name: str, reports: Sequence[dict[str, Any]]) -> None:
@@ -508,7 +524,7 @@ def _line(label: str, p: dict[str, Any] | None) -> str:
 def _text(r: dict[str, Any]) -> str:
     head = (f"{r['dataset']} ({r['mode']} mode): {r['rows']} rows ({r['positives']} label 1), "
             f"{r['entries']} entries cached; "
-            f"model {r['embedding_model']}, guard {r['guard']}, tenant {r['tenant']}, "
+            f"model {r['embedding_model']}, guard {r['guard']}, verifier {r.get('verifier', '?')}, tenant {r['tenant']}, "
             f"{r['seconds']['total']} s")
     lines = [head, f"{'':<12} {'thresh':>7} {'right':>7} {'wrong':>7} {'miss':>7} {'precision':>9} {'recall':>7} "
              f"{'F1':>7}"]

@@ -28,7 +28,7 @@ _POLICY_TO_PB = {EvictionPolicy.LRU: pb.LRU, EvictionPolicy.LFU: pb.LFU, Evictio
 _POLICY_FROM_PB = {v: k for k, v in _POLICY_TO_PB.items()}
 CONFIG_FIELDS = (
     "similarity_threshold", "ttl_seconds", "max_entries", "eviction_policy", "embedding_model", "cacheability",
-    "max_error_rate", "verify_rate",
+    "max_error_rate", "verify_rate", "verifier", "verifier_cutoff",
 )
 VERDICTS = {pb.CORRECT: "correct", pb.WRONG: "wrong"}
 # UNSPECIFIED reads as REFUSE: an unset policy refuses the built-in classes.
@@ -121,6 +121,8 @@ def config_from_pb(config: pb.TenantConfig, base: TenantConfig | None = None, ma
         max_error_rate=config.max_error_rate if config.HasField("max_error_rate") else None,
         verify_rate=config.verify_rate if config.HasField("verify_rate") else 0.0,
         cacheability=policy_from_pb(config.cacheability),
+        verifier=config.verifier if config.HasField("verifier") else None,
+        verifier_cutoff=config.verifier_cutoff if config.HasField("verifier_cutoff") else None,
     )
     paths = list(mask)
     if base is None or not paths:
@@ -151,6 +153,10 @@ def config_to_pb(config: TenantConfig) -> pb.TenantConfig:
         message.max_error_rate = config.max_error_rate
     if config.verify_rate:
         message.verify_rate = config.verify_rate
+    if config.verifier is not None:
+        message.verifier = config.verifier
+    if config.verifier_cutoff is not None:
+        message.verifier_cutoff = config.verifier_cutoff
     return message
 
 

@@ -1,0 +1,48 @@
+"""Where the verifier decides, and what it decided: pure functions of similarities and probabilities.
+
+With the verifier on, a candidate's similarity s (common threshold scale) falls in one of three places:
+- s >= max(threshold, band_high): the cosine serves alone (the verifier is not asked);
+- band_low <= s < max(threshold, band_high): the verifier reads both questions and serves when its
+  probability is at least the cut-off (the tenant's, else the model's fitted one);
+- s < band_low: never served.
+So the threshold keeps its meaning of "where the cosine alone may serve", and below it only the verifier
+serves. The band and the cut-off are fitted on held-out training pairs (tools/fit_verifier.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import InvalidArgument
+
+
+@dataclass(frozen=True, slots=True)
+class Gate:
+    low: float
+    high: float
+    cutoff: float
+
+    def floor(self, threshold: float) -> float:
+        """The lowest similarity worth reading from the vector store."""
+        return min(self.low, threshold)
+
+    def sure(self, similarity: float, threshold: float) -> bool:
+        return similarity >= max(threshold, self.high)
+
+    def uncertain(self, similarity: float, threshold: float) -> bool:
+        return self.low <= similarity < max(threshold, self.high)
+
+
+def gate_for(
+    band_low: float, band_high: float, model_cutoff: float, tenant_on: bool | None, tenant_cutoff: float | None
+) -> Gate | None:
+    """The gate of a tenant (None: the verifier is off for it)."""
+    if tenant_on is False:
+        return None
+    cutoff = model_cutoff if tenant_cutoff is None else tenant_cutoff
+    return Gate(band_low, band_high, cutoff)
+
+
+def check_cutoff(value: float | None) -> None:
+    if value is not None and (value != value or not 0.0 <= value <= 1.0):
+        raise InvalidArgument(f"verifier_cutoff {value} is out of range: it must be in [0, 1]")

@@ -1,0 +1,124 @@
+"""Fit where the verifier decides: the band of similarities and its cut-off, on held-out training pairs.
+
+For each held-out pair (kept out of the verifier's training, tools/train_verifier.py; never shared/eval) the
+served embedding model gives the similarity on the common threshold scale, and the verifier its probability.
+A candidate is then accepted when its similarity is at least ``band_high`` (the cosine alone), or when it lies
+in ``[band_low, band_high)`` and the probability is at least ``cutoff``. The three are chosen on a grid for the
+best F-beta (beta 0.5 by default: a wrong answer costs a cache more than a miss), a narrower band winning ties
+(fewer verifier calls). Written to the verifier folder's ``verifier.json`` with the figures it was chosen by.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .train import Pair, read_pairs
+
+
+def scores(verifier_folder: Path, embedding_model: str, pairs: list[Pair], quiet: bool) -> tuple[Any, Any]:
+    from tqdm import tqdm
+
+    from ..embedding import load_embedder
+    from ..embedding.models import model_cache_root
+    from ..verifier.model import Verifier
+
+    embedder = load_embedder("onnx", embedding_model)
+    scale = float(getattr(embedder, "similarity_scale", 1.0))
+    verifier = Verifier(verifier_folder.name, verifier_folder, model_cache_root() / "verifiers", threads=0)
+    sims: list[float] = []
+    probs: list[float] = []
+    step = 32
+    for start in tqdm(range(0, len(pairs), step), desc="fit verifier", disable=quiet or not sys.stderr.isatty()):
+        chunk = pairs[start:start + step]
+        a = embedder.encode([p.a for p in chunk])
+        b = embedder.encode([p.b for p in chunk])
+        cos = np.sum(a * b, axis=1)
+        sims.extend((1.0 - (1.0 - cos) * scale).tolist())
+        probs.extend(verifier.score_pairs([p.b for p in chunk], [p.a for p in chunk]))
+    return np.array(sims), np.array(probs)
+
+
+def f_beta(tp: float, fp: float, fn: float, beta: float) -> float:
+    b2 = beta * beta
+    denominator = (1 + b2) * tp + b2 * fn + fp
+    return (1 + b2) * tp / denominator if denominator else 0.0
+
+
+def choose(sims: Any, probs: Any, labels: Any, beta: float) -> dict[str, float]:
+    positives = float(labels.sum())
+    best: tuple[float, float, float, float, float] | None = None
+    for low in np.arange(0.40, 0.86, 0.02):
+        for high in np.arange(0.80, 1.011, 0.01):
+            if high <= low:
+                continue
+            sure = sims >= high
+            band = (sims >= low) & ~sure
+            for cutoff in np.arange(0.05, 0.96, 0.025):
+                accept = sure | (band & (probs >= cutoff))
+                tp = float((accept & (labels == 1)).sum())
+                fp = float(accept.sum()) - tp
+                score = f_beta(tp, fp, positives - tp, beta)
+                key = (round(score, 4), -(high - low))
+                if best is None or key > (round(best[0], 4), -(best[2] - best[1])):
+                    best = (score, float(low), float(high), float(cutoff), float(band.mean()))
+    assert best is not None
+    score, low, high, cutoff, share = best
+    return {"band_low": round(low, 3), "band_high": round(high, 3), "cutoff": round(cutoff, 3),
+            "f_beta": round(score, 4), "share_in_band": round(share, 4)}
+
+
+def summary(sims: Any, probs: Any, labels: Any, chosen: dict[str, float], threshold: float) -> dict[str, Any]:
+    def pr(accept: Any) -> dict[str, float]:
+        tp = float((accept & (labels == 1)).sum())
+        n = float(accept.sum())
+        return {"precision": round(tp / n, 4) if n else 0.0, "recall": round(tp / float(labels.sum()), 4),
+                "f1": round(f_beta(tp, n - tp, float(labels.sum()) - tp, 1.0), 4)}
+
+    sure = sims >= chosen["band_high"]
+    band = (sims >= chosen["band_low"]) & ~sure
+    return {
+        f"cosine alone at {threshold}": pr(sims >= threshold),
+        "with the verifier": pr(sure | (band & (probs >= chosen["cutoff"]))),
+        "verifier alone at 0.5": pr(probs >= 0.5),
+    }
+
+
+def fit(verifier_folder: Path, embedding_model: str, pairs: list[Pair], *, beta: float = 0.5,
+        threshold: float = 0.80, quiet: bool = False) -> dict[str, Any]:
+    sims, probs = scores(verifier_folder, embedding_model, pairs, quiet)
+    labels = np.array([int(p.label) for p in pairs])
+    chosen = choose(sims, probs, labels, beta)
+    record = {
+        **chosen,
+        "beta": beta,
+        "embedding_model": embedding_model,
+        "fitted_on_pairs": len(pairs),
+        "held_out": summary(sims, probs, labels, chosen, threshold),
+    }
+    (verifier_folder / "verifier.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(description="fit a verifier's band and cut-off on held-out training pairs")
+    p.add_argument("folder", type=Path)
+    p.add_argument("--embedding-model", required=True)
+    p.add_argument("--pairs", type=Path, default=None, help="default: the folder's held_out.jsonl")
+    p.add_argument("--beta", type=float, default=0.5)
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    pairs = read_pairs(args.pairs or args.folder / "held_out.jsonl")
+    record = fit(args.folder, args.embedding_model, pairs, beta=args.beta, quiet=args.json)
+    print(json.dumps(record, indent=None if args.json else 2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
