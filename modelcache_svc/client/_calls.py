@@ -19,16 +19,15 @@ from google.protobuf.message import Message
 
 from itertools import zip_longest
 
+# Only what the client distribution ships (clients/python): no module of the server's.
 from .. import errors
+from .._wire import pb, policy_from_pb, policy_to_pb
 from ..records import policy_from_dict, policy_to_dict
-from ..transport.grpc_server import STATUS
-from ..transport.proto import pb, policy_from_pb, policy_to_pb
 
 T = TypeVar("T")
 ChatLike = str | Sequence[Mapping[str, str]] | Sequence[tuple[str, str]]
 Service = Literal["cache", "tenants"]
 
-_FROM_STATUS = {code: cls for cls, code in STATUS.items()}
 _MATCH_NAMES = {pb.MISS: "miss", pb.EXACT: "exact", pb.SEMANTIC: "semantic", pb.MATCH_KIND_UNSPECIFIED: "miss"}
 _POLICIES = {"lru": pb.LRU, "lfu": pb.LFU, "fifo": pb.FIFO}
 _POLICY_NAMES = {v: k for k, v in _POLICIES.items()}
@@ -137,7 +136,7 @@ def translate(exc: grpc.RpcError) -> errors.CacheError:
     """
     code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
     details = exc.details() if hasattr(exc, "details") else str(exc)
-    cls = _FROM_STATUS.get(code, errors.CacheError)
+    cls = errors.error_for_status(getattr(code, "name", "UNKNOWN"))
     error = cls(details or getattr(code, "name", "UNKNOWN"))
     error.code = code  # type: ignore[attr-defined]
     return error

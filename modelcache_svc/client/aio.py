@@ -13,7 +13,7 @@ from typing import Any, Self, TypeVar
 
 import grpc
 
-from ..transport.proto import pb_grpc
+from .._wire import pb_grpc
 from . import _calls as calls
 from ._base import BaseClient
 from ._calls import ApiKey, Call, ChatLike, Entry, Hit, InsertedId, ScopeStats, TenantInfo, translate

@@ -39,24 +39,9 @@ from .proto import (
 
 log = logging.getLogger("modelcache_svc.grpc")
 
-# The one table from our exceptions to gRPC status codes.
-STATUS: dict[type[errors.CacheError], grpc.StatusCode] = {
-    errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
-    errors.NotFound: grpc.StatusCode.NOT_FOUND,
-    errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
-    errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
-    errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
-    errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
-}
-
-
-
-def status_of(exc: errors.CacheError) -> grpc.StatusCode:
-    for cls in type(exc).__mro__:
-        if cls in STATUS:
-            return STATUS[cls]  # type: ignore[index]
-    return grpc.StatusCode.UNKNOWN
+def status_of(exc: BaseException) -> grpc.StatusCode:
+    """The status errors.TABLE gives the exception's class (INTERNAL for a bug)."""
+    return grpc.StatusCode[errors.codes_of(exc).grpc]
 
 
 CACHE_SERVICE = "modelcache.v1.CacheService"
@@ -126,9 +111,9 @@ class GrpcFrontEnd:
             except errors.CacheError as exc:
                 code = status_of(exc)
                 message = exc.message
-            except Exception:
+            except Exception as exc:
                 log.exception("%s failed with an unexpected error", name, extra={"request_id": rid, "rpc": name})
-                code, message = grpc.StatusCode.INTERNAL, f"internal error in {name}"
+                code, message = status_of(exc), f"internal error in {name}"
             finally:
                 elapsed = time.perf_counter() - start
                 core.metrics.request("grpc", name, code.name, elapsed)

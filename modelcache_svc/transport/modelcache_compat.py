@@ -23,8 +23,10 @@ success) and the per-type response shape, errors included. Codes:
 | 402 | remove failed while executed: a store down, an internal error |
 | 502 | register failed: invalid model, unknown tenant, bad or foreign key, a store down |
 
-Error bodies add ``errorType`` (our exception class: InvalidArgument,
-Unauthenticated, ...) so a caller can tell a bad key from a bad chat.
+Which error class takes which code is written in errors.TABLE, beside the
+gRPC status and the RESP prefix of that class. Error bodies add ``errorType``
+(our exception class: InvalidArgument, Unauthenticated, ...) so a caller can
+tell a bad key from a bad chat.
 
 Where we differ from ModelCache, on purpose:
 - a query on a model nothing was written to is a clean miss, not an error;
@@ -181,20 +183,17 @@ class ModelCacheEndpoint:
             return self._failure(kind, exc, start)
 
     def _failure(self, kind: str, exc: Exception, start: float) -> Result:
-        """One table from (type, error) to ModelCache's code and its response shape."""
-        refused = isinstance(exc, errors.CacheError) and not isinstance(
-            exc, (errors.Unavailable, errors.ResourceExhausted)
-        )
+        """ModelCache's response shape of the call type around the code errors.TABLE gives (kind, error)."""
+        code = errors.codes_of(exc).compat[kind]
         if kind == "query":
-            return _query_shape(_error(201 if refused else 202, exc), start)
+            return _query_shape(_error(code, exc), start)
         if kind == "insert":
-            code = 301 if refused else 302 if isinstance(exc, errors.CacheError) else 303
             return _error(code, exc) | {"writeStatus": "exception"}
         if kind == "remove":
-            failed = _error(401 if refused else 402, exc)
+            failed = _error(code, exc)
             # ModelCache names the status removeStatus on 401 and writeStatus on 402: send both.
             return failed | {"response": {"status": "failed"}, "removeStatus": "exception", "writeStatus": "exception"}
-        return _error(502, exc) | {"response": "", "writeStatus": "exception"}
+        return _error(code, exc) | {"response": "", "writeStatus": "exception"}
 
     # -- the four calls ---------------------------------------------------------------------
     async def _query(self, principal: Principal, body: dict[str, Any], request: Request, start: float) -> Result:

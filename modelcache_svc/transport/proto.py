@@ -1,16 +1,13 @@
-"""The generated protobuf modules, and conversions between them and core types."""
+"""The generated protobuf modules, and conversions between them and core types (what the client shares
+with the server, the messages and the cacheability policy, lives in _wire.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .._gen.modelcache.v1 import modelcache_pb2 as pb
-from .._gen.modelcache.v1 import modelcache_pb2_grpc as pb_grpc
+from .._wire import pb, pb_grpc, policy_from_pb, policy_to_pb
 from ..cache.service import ScopeStats
 from ..records import (
-    CacheabilityAction,
-    CacheabilityPolicy,
-    CacheabilityRule,
     EvictionPolicy,
     MatchKind,
     Message,
@@ -21,7 +18,7 @@ from ..records import (
     TenantConfig,
 )
 
-__all__ = ["pb", "pb_grpc"]
+__all__ = ["pb", "pb_grpc", "policy_from_pb", "policy_to_pb"]
 
 _MATCH_TO_PB = {MatchKind.MISS: pb.MISS, MatchKind.EXACT: pb.EXACT, MatchKind.SEMANTIC: pb.SEMANTIC}
 _POLICY_TO_PB = {EvictionPolicy.LRU: pb.LRU, EvictionPolicy.LFU: pb.LFU, EvictionPolicy.FIFO: pb.FIFO}
@@ -31,15 +28,6 @@ CONFIG_FIELDS = (
     "max_error_rate", "verify_rate", "verifier", "verifier_cutoff",
 )
 VERDICTS = {pb.CORRECT: "correct", pb.WRONG: "wrong"}
-# UNSPECIFIED reads as REFUSE: an unset policy refuses the built-in classes.
-_ACTION_FROM_PB = {
-    pb.CACHEABILITY_ACTION_UNSPECIFIED: CacheabilityAction.REFUSE,
-    pb.REFUSE: CacheabilityAction.REFUSE,
-    pb.ALLOW: CacheabilityAction.ALLOW,
-    pb.SHORT_TTL: CacheabilityAction.SHORT_TTL,
-}
-_ACTION_TO_PB = {CacheabilityAction.REFUSE: pb.REFUSE, CacheabilityAction.ALLOW: pb.ALLOW,
-                 CacheabilityAction.SHORT_TTL: pb.SHORT_TTL}
 
 
 def scope_from_pb(scope: pb.Scope) -> Scope:
@@ -70,43 +58,6 @@ def result_to_pb(result: QueryResult) -> pb.QueryResponse:
         match=_MATCH_TO_PB[result.match],
         verify_entry_id=result.verify_entry_id,
         uncacheable=result.uncacheable,
-    )
-
-
-def _action(value: int, where: str) -> CacheabilityAction:
-    try:
-        return _ACTION_FROM_PB[value]
-    except KeyError:
-        from ..errors import InvalidArgument
-
-        raise InvalidArgument(f"{where}: unknown CacheabilityAction {value}") from None
-
-
-def policy_from_pb(p: pb.CacheabilityPolicy) -> CacheabilityPolicy:
-    return CacheabilityPolicy(
-        user_specific=_action(p.user_specific, "cacheability.user_specific"),
-        time_sensitive=_action(p.time_sensitive, "cacheability.time_sensitive"),
-        pii=_action(p.pii, "cacheability.pii"),
-        short_ttl_seconds=int(p.short_ttl_seconds),
-        rules=tuple(
-            CacheabilityRule(r.name, r.pattern, tuple(r.keywords), _action(r.action, f"cacheability.rules[{i}].action"))
-            for i, r in enumerate(p.rules)
-        ),
-    )
-
-
-def policy_to_pb(p: CacheabilityPolicy) -> pb.CacheabilityPolicy:
-    return pb.CacheabilityPolicy(
-        user_specific=_ACTION_TO_PB[p.user_specific],
-        time_sensitive=_ACTION_TO_PB[p.time_sensitive],
-        pii=_ACTION_TO_PB[p.pii],
-        short_ttl_seconds=p.short_ttl_seconds,
-        rules=[
-            pb.CacheabilityRule(
-                name=r.name, pattern=r.pattern, keywords=list(r.keywords), action=_ACTION_TO_PB[r.action]
-            )
-            for r in p.rules
-        ],
     )
 
 

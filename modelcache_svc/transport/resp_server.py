@@ -44,17 +44,6 @@ from .resp_protocol import (
 
 log = logging.getLogger("modelcache_svc.resp")
 
-# The one table from our exceptions to RESP error codes (the first word of the error).
-RESP_ERROR: dict[type[errors.CacheError], str] = {
-    errors.InvalidArgument: "ERR",
-    errors.NotFound: "ERR",
-    errors.AlreadyExists: "ERR",
-    errors.Unauthenticated: "NOAUTH",
-    errors.PermissionDenied: "NOPERM",
-    errors.ResourceExhausted: "ERR",
-    errors.Unavailable: "TRYAGAIN",
-}
-
 # Clients read the version in HELLO and INFO to decide what they may send (HELLO itself needs 6+).
 REDIS_COMPAT_VERSION = "7.2.0"
 READ_CHUNK = 64 * 1024
@@ -62,13 +51,6 @@ DEFAULT_MAX_CLIENTS = 10_000
 DEFAULT_CLOSE_GRACE_S = 5.0
 
 Handler = Callable[["Connection", Sequence[bytes]], Awaitable[Reply]]
-
-
-def error_code(exc: errors.CacheError) -> str:
-    for cls in type(exc).__mro__:
-        if cls in RESP_ERROR:
-            return RESP_ERROR[cls]
-    return "ERR"
 
 
 @dataclass(eq=False)
@@ -213,10 +195,11 @@ class RespServer:
                 raise errors.Unauthenticated("Authentication required: send AUTH <key> or HELLO 3 AUTH default <key>")
             return encode(await spec.handler(conn, command), conn.proto)
         except errors.CacheError as exc:
-            return error(f"{error_code(exc)} {exc.message}")
+            # The error's first word, the prefix Redis clients key on, comes from errors.TABLE.
+            return error(f"{errors.codes_of(exc).resp} {exc.message}")
         except Exception:
             log.exception("RESP command %s failed with an unexpected error", name[:64])
-            return error("ERR internal error")
+            return error(f"{errors.INTERNAL.resp} internal error")
 
     def _mc(self, handler: McHandler) -> Handler:
         async def run(conn: Connection, args: Sequence[bytes]) -> Reply:
