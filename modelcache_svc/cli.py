@@ -72,7 +72,7 @@ def _serve_flags(p: argparse.ArgumentParser) -> None:
 
 def _client_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", default=None, help="server address (default $MODELCACHE_TARGET or 127.0.0.1:50051)")
-    p.add_argument("--api-key", default=None, help="key to send (default $MODELCACHE_API_KEY)")
+    p.add_argument("--api-key", "--key", default=None, help="key to send (default $MODELCACHE_API_KEY)")
     p.add_argument("--timeout", type=float, default=10.0)
     p.add_argument("--json", action="store_true", help="print JSON")
 
@@ -190,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .tools import online_eval
 
     online_eval.add_flags(sub.choices["eval"])  # eval --online
+    from .tools import transfer_cli
+
+    transfer_cli.add_parsers(sub, _client_flags)  # export, import
     return parser
 
 
@@ -355,6 +358,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return online_eval.run(args, environ)
             module = bench if args.command == "bench" else evaluation
             return module.run(args, environ)
+        if args.command in ("export", "import"):
+            from .tools import transfer_cli
+
+            return transfer_cli.run(args, environ)
         if args.command == "train":
             from .tools import train
 

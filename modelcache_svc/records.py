@@ -168,6 +168,46 @@ class EntryLearning:
     observations: tuple[tuple[float, bool], ...] = ()  # (similarity, wrong), newest first
 
 
+@dataclass(frozen=True, slots=True)
+class CarriedEntry:
+    """One entry as export reads it and import writes it back (cache/transfer.py): enough to recreate it
+    on another server under the same id."""
+
+    id: str
+    model: str
+    messages: tuple[Message, ...]
+    answer: str
+    metadata: dict[str, str]
+    created_at: float
+    expires_at: float | None
+    last_hit_at: float
+    hit_count: int
+    embed_model: str
+    vector: bytes = b""  # float32 little-endian; b"" = none (import embeds the question)
+    learning: EntryLearning | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExportPage:
+    tenant: Tenant
+    entries: list[CarriedEntry]
+    next_after: str  # "" when this page was the last
+    total: int  # entries of the scope now, for a progress bar
+
+
+@dataclass(slots=True)
+class ImportReport:
+    """What an import call did with its entries (the counts add up to the entries sent)."""
+
+    tenant_created: bool = False
+    created: int = 0
+    present: int = 0  # already there under that id: left as they are
+    merged: int = 0  # the chat was cached under another id: that entry took the answer and kept its id
+    expired: int = 0
+    embedded: int = 0  # of those written, how many got a vector of this server's model instead of the carried one
+    rejected: list[tuple[int, str]] = field(default_factory=list)  # (position in the call, why)
+
+
 # -- the JSON form (tenant config in the scalar store, the Python client, the CLI) ----------------
 def policy_to_dict(policy: CacheabilityPolicy) -> dict[str, Any]:
     return {

@@ -854,6 +854,22 @@ class CacheCore:
             self.metrics.count(self.metrics.expirations, amount=len(rows))
             total += len(rows)
 
+    # -- moving entries between servers (cache/transfer.py; its records: ExportPage, CarriedEntry, ImportReport)
+    async def export_entries(
+        self, principal: Principal, tenant: str, model: str, after_id: str, limit: int, with_vectors: bool = True
+    ) -> Any:
+        from . import transfer
+
+        return await transfer.export_page(self, principal, tenant, model, after_id, limit, with_vectors)
+
+    async def import_entries(
+        self, principal: Principal, tenant: str, config: TenantConfig | None, entries: Sequence[Any]
+    ) -> Any:
+        from . import transfer
+
+        with self._admit(tenant):
+            return await transfer.import_entries(self, principal, tenant, config, entries)
+
 
 @dataclass(slots=True)
 class RepairReport:

@@ -33,6 +33,7 @@ from ._calls import (
     to_messages,
     translate,
 )
+from ._transfer import ExportedPage, ImportResult
 from .aio import AsyncCacheClient
 from .retry import Retry
 from .sync import CacheClient
@@ -43,7 +44,9 @@ __all__ = [
     "CacheClient",
     "ChatLike",
     "Entry",
+    "ExportedPage",
     "Hit",
+    "ImportResult",
     "InsertedId",
     "Retry",
     "ScopeStats",

@@ -15,8 +15,10 @@ import grpc
 
 from .._wire import pb_grpc
 from . import _calls as calls
+from . import _transfer as transfer
 from ._base import BaseClient
 from ._calls import ApiKey, Call, ChatLike, Entry, Hit, InsertedId, ScopeStats, TenantInfo, translate
+from ._transfer import ExportedPage, ImportResult
 
 T = TypeVar("T")
 
@@ -158,3 +160,20 @@ class AsyncCacheClient(BaseClient):
 
     async def revoke_api_key(self, key_id: str, *, timeout: float | None = None) -> None:
         await self._run(calls.revoke_api_key(key_id), timeout)
+
+    # -- moving entries between servers (the admin key, when auth is on; modelcache-svc export / import) ----
+    async def export_page(
+        self, tenant: str, model: str | None = None, *, after_id: str = "", limit: int = 0, vectors: bool = True,
+        timeout: float | None = None,
+    ) -> ExportedPage:
+        """A page of a tenant's entries (of one model, if given) in id order, in the JSON form of an export
+        file; pass ``page.next_after_id`` as ``after_id`` for the next, until it is ""."""
+        return await self._run(transfer.export_page(tenant, model, after_id, limit, vectors), timeout)
+
+    async def import_entries(
+        self, tenant: str, entries: Sequence[Mapping[str, Any]], *, settings: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> ImportResult:
+        """Write exported entries (the JSON form) under their ids; the tenant is created with ``settings``
+        when it does not exist. Entries already there are left as they are."""
+        return await self._run(transfer.import_entries(tenant, entries, settings), timeout)

@@ -8,7 +8,7 @@ that escapes is a bug.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -144,6 +144,10 @@ class ScalarStore(Protocol):
 
     def purge_pending_verifications(self, before: float) -> int: ...
 
+    def restore_learning(self, tenant: str, learning: Mapping[str, EntryLearning], ts: float) -> None:
+        """Write floors and observations carried from another store (import), for entries that exist."""
+        ...
+
     # -- API keys ------------------------------------------------------------
     def create_api_key(self, record: ApiKeyRecord) -> None: ...
 
@@ -202,6 +206,10 @@ class VectorStore(Protocol):
 
     def iter_tenant_ids(self, embed_model: str, dim: int, tenant: str, batch: int = 1000) -> Iterator[list[str]]:
         """Every id with a vector of a tenant in the collection of embed_model, in batches."""
+        ...
+
+    def vectors_of(self, embed_model: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """The vectors of embed_model of those of these ids that have one (export)."""
         ...
 
     def ping(self) -> None: ...

@@ -8,7 +8,7 @@ with its entry: ``forget_learning`` runs inside every transaction that deletes e
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from ..records import EntryLearning, Observation
@@ -67,6 +67,28 @@ class LearningQueries:
             return recorded
 
         return int(self._write(op))
+
+    def restore_learning(self, tenant: str, learning: Mapping[str, EntryLearning], ts: float) -> None:
+        """Floors and observations carried from another store (import), for those entries that exist:
+        written as they were, not re-derived (the margin that raised a floor there may differ here)."""
+        if not learning:
+            return
+        insert = self._q("INSERT INTO {feedback} (entry_id, tenant, similarity, wrong, source, exact_key, ts)"
+                         " VALUES (?, ?, ?, ?, 'import', '', ?)")
+
+        def op(cur: Any) -> None:
+            for entry_id in sorted(learning):  # one lock order: no deadlock
+                cur.execute(self._q("SELECT id FROM {entries} WHERE id = ?") + self._for_update(), (entry_id,))
+                if cur.fetchone() is None:
+                    continue
+                carried = learning[entry_id]
+                # Oldest first: the newest gets the highest id, as where they were recorded.
+                cur.executemany(insert, [(entry_id, tenant, float(s), int(w), float(ts))
+                                         for s, w in reversed(carried.observations)])
+                if carried.floor > 0.0:
+                    self._raise_floor(cur, entry_id, tenant, float(carried.floor), ts)
+
+        self._write(op)
 
     def _for_update(self) -> str:
         return str(getattr(self, "dialect").for_update)

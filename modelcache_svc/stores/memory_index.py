@@ -287,6 +287,20 @@ class MemoryIndex:
             c = self._collections.get(collection)
             return set() if c is None else {i for i in ids if i in c.where}
 
+    def vectors(self, collection: str, ids: Iterable[str]) -> dict[str, np.ndarray]:
+        """Copies of the (normalised) vectors of those of these ids the collection holds."""
+        with self._lock:
+            c = self._collections.get(collection)
+            if c is None:
+                return {}
+            out = {}
+            for entry_id in ids:
+                key = c.where.get(entry_id)
+                if key is not None:
+                    block = c.blocks[key]
+                    out[entry_id] = block.row(block.pos[entry_id]).copy()
+            return out
+
     def ids(self, collection: str, *, scope: str | None = None, tenant: str | None = None) -> list[str]:
         with self._lock:
             c = self._collections.get(collection)

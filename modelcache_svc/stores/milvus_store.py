@@ -555,6 +555,25 @@ class MilvusVectorStore:
         finally:
             self._call(iterator.close)
 
+    def vectors_of(self, embed_model: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """The vectors of embed_model (any dimension) of those of these ids that have one (export)."""
+        if not ids:
+            return {}
+        prefix = self.collection_name(embed_model, 0)[:-1]
+        names = [n for n in self._our_collections() if n.startswith(prefix)]
+        out: dict[str, np.ndarray] = {}
+        for name in names:
+            if self._index is not None:
+                self.ensure_collection(embed_model, int(name.rsplit("_", 1)[1]))
+                out.update(self._index.vectors(name, ids))
+                continue
+            expr = f"id in {_quoted_ids(ids)}"
+            # Strong: an export must see every vector written so far, not only those past the time tick.
+            rows = self._call(lambda c=name, e=expr: self._client.query(
+                c, filter=e, output_fields=["id", "vector"], limit=len(ids), consistency_level="Strong"))
+            out.update((str(r["id"]), np.asarray(r["vector"], dtype=np.float32)) for r in rows)
+        return out
+
     def ping(self) -> None:
         self._call(lambda: self._client.list_collections())
 

@@ -27,8 +27,11 @@ from ..cache.service import CacheCore
 from ..cache.tenants import Principal
 from .proto import (
     VERDICTS,
+    carried_from_pb,
+    carried_to_pb,
     config_from_pb,
     entry_from_pb,
+    import_report_to_pb,
     messages_from_pb,
     pb,
     result_to_pb,
@@ -38,6 +41,7 @@ from .proto import (
 )
 
 log = logging.getLogger("modelcache_svc.grpc")
+
 
 def status_of(exc: BaseException) -> grpc.StatusCode:
     """The status errors.TABLE gives the exception's class (INTERNAL for a bug)."""
@@ -210,6 +214,22 @@ class GrpcFrontEnd:
         await self.core.revoke_api_key(p, r.id)
         return pb.RevokeApiKeyResponse()
 
+    async def _export(self, r: pb.ExportRequest, p: Principal, rid: str) -> pb.ExportResponse:
+        page = await self.core.export_entries(
+            p, r.scope.tenant, r.scope.model, r.after_id, int(r.limit), with_vectors=not r.without_vectors
+        )
+        return pb.ExportResponse(
+            tenant=tenant_to_pb(page.tenant),
+            entries=[carried_to_pb(e) for e in page.entries],
+            next_after_id=page.next_after,
+            total=page.total,
+        )
+
+    async def _import(self, r: pb.ImportRequest, p: Principal, rid: str) -> pb.ImportResponse:
+        config = config_from_pb(r.config) if r.HasField("config") else None
+        report = await self.core.import_entries(p, r.tenant, config, [carried_from_pb(e) for e in r.entries])
+        return import_report_to_pb(report)
+
     def handlers(self) -> list[grpc.GenericRpcHandler]:
         cache = {
             "Query": self._method("Query", self._query, pb.QueryRequest),
@@ -229,6 +249,8 @@ class GrpcFrontEnd:
             "RevokeApiKey": self._method("RevokeApiKey", self._revoke_api_key, pb.RevokeApiKeyRequest),
             "Reindex": self._method("Reindex", self._reindex, pb.ReindexRequest),
             "Repair": self._method("Repair", self._repair, pb.RepairRequest),
+            "Export": self._method("Export", self._export, pb.ExportRequest),
+            "Import": self._method("Import", self._import, pb.ImportRequest),
         }
         return [
             grpc.method_handlers_generic_handler(CACHE_SERVICE, cache),

@@ -8,7 +8,10 @@ from collections.abc import Iterable
 from .._wire import pb, pb_grpc, policy_from_pb, policy_to_pb
 from ..cache.service import ScopeStats
 from ..records import (
+    CarriedEntry,
+    EntryLearning,
     EvictionPolicy,
+    ImportReport,
     MatchKind,
     Message,
     NewEntry,
@@ -134,4 +137,58 @@ def stats_to_pb(s: ScopeStats) -> pb.ScopeStats:
         p50_latency_ms=s.p50_latency_ms,
         p99_latency_ms=s.p99_latency_ms,
         top_entries=[pb.TopEntry(id=i, question=q, hit_count=h) for i, q, h in s.top_entries],
+    )
+
+
+# -- export / import (cache/transfer.py) ------------------------------------------------------------
+def carried_to_pb(e: CarriedEntry) -> pb.ExportedEntry:
+    message = pb.ExportedEntry(
+        id=e.id,
+        model=e.model,
+        messages=[pb.ChatMessage(role=m.role, content=m.content) for m in e.messages],
+        answer=e.answer,
+        metadata=e.metadata,
+        created_at=e.created_at,
+        last_hit_at=e.last_hit_at,
+        hit_count=e.hit_count,
+        embed_model=e.embed_model,
+        vector=e.vector,
+    )
+    if e.expires_at is not None:
+        message.expires_at = e.expires_at
+    if e.learning is not None:
+        message.learned_floor = e.learning.floor
+        message.observations.extend(pb.LearnedObservation(similarity=s, wrong=w) for s, w in e.learning.observations)
+    return message
+
+
+def carried_from_pb(e: pb.ExportedEntry) -> CarriedEntry:
+    learning = None
+    if e.learned_floor or e.observations:
+        learning = EntryLearning(float(e.learned_floor), tuple((float(o.similarity), bool(o.wrong)) for o in e.observations))
+    return CarriedEntry(
+        id=e.id,
+        model=e.model,
+        messages=tuple(messages_from_pb(e.messages)),
+        answer=e.answer,
+        metadata=dict(e.metadata),
+        created_at=float(e.created_at),
+        expires_at=float(e.expires_at) if e.HasField("expires_at") else None,
+        last_hit_at=float(e.last_hit_at),
+        hit_count=int(e.hit_count),
+        embed_model=e.embed_model,
+        vector=bytes(e.vector),
+        learning=learning,
+    )
+
+
+def import_report_to_pb(r: ImportReport) -> pb.ImportResponse:
+    return pb.ImportResponse(
+        tenant_created=r.tenant_created,
+        created=r.created,
+        present=r.present,
+        merged=r.merged,
+        expired=r.expired,
+        embedded=r.embedded,
+        rejected=[pb.ImportRejected(index=i, reason=reason) for i, reason in r.rejected],
     )
