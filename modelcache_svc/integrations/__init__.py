@@ -1,13 +1,14 @@
 """Framework integrations: the cache where products already call their models.
 
 - ``modelcache_svc.integrations.langchain.ModelCacheSemanticCache``: a LangChain
-  ``BaseCache`` for ``set_llm_cache`` (``pip install 'modelcache-svc[langchain]'``).
+  ``BaseCache`` for ``set_llm_cache`` (``pip install './clients/python[langchain]'``).
 - ``modelcache_svc.integrations.openai.CachedOpenAI`` / ``AsyncCachedOpenAI``:
   an ``openai.OpenAI`` / ``AsyncOpenAI`` client whose ``chat.completions.create``
-  asks the cache first, streaming included (``pip install 'modelcache-svc[openai]'``).
+  asks the cache first, streaming included (``pip install './clients/python[openai]'``).
 
 Both fail open: a cache that is down, slow or refusing never fails a model
 call and never delays it by more than the cache deadline (``timeout``, 0.25 s
 by default). docs/integration.md shows them in use. This package imports
-neither framework; each module imports its own.
+neither framework; each module imports its own, and nothing of the server
+(the client distribution, clients/python, ships them).
 """
