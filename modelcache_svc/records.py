@@ -201,7 +201,8 @@ class ImportReport:
 
     tenant_created: bool = False
     created: int = 0
-    present: int = 0  # already there under that id: left as they are
+    present: int = 0  # already there under that id, as the file has it: left as they are
+    updated: int = 0  # already there under that id with other content: the file's answer, metadata and expiry
     merged: int = 0  # the chat was cached under another id: that entry took the answer and kept its id
     expired: int = 0
     embedded: int = 0  # of those written, how many got a vector of this server's model instead of the carried one

@@ -4,9 +4,11 @@ Export reads a tenant's live entries in id order, a page at a time, with everyth
 them: the chat, answer, metadata, stamps, hit count, what feedback taught about them and their vector
 with the model that made it. Import writes them back under the same ids:
 
-- an id already here, in the same scope, is left as it is (a second import of a file changes nothing,
-  and an interrupted one is finished by running it again); only a vector missing beside it (a crash
-  between the two writes) is added;
+- an id already here, in the same scope, keeps its stamps, hit count and vector (a second import of a
+  file changes nothing, and an interrupted one is finished by running it again); only its content
+  (answer, metadata, expiry) is replaced when the file's differs, so importing a newer export catches
+  up with answers changed meanwhile, and a vector missing beside it (a crash between the two writes)
+  is added;
 - a chat already cached here under another id keeps that id and takes the imported answer (the
   scalar store's upsert on the exact key), reported as merged;
 - keys (exact key, context hash) are computed here, as Insert computes them, so the query path finds the
@@ -141,10 +143,11 @@ async def import_entries(
             present.append(s)
         else:
             report.rejected.append((s.index, f"id {s.entry.id} belongs to another tenant or model here"))
-    report.present = len(present)
     if new:
         await _write_new(core, name, new, report)
     if present:
+        await _update_changed(core, name, present, found, report)
+        report.present = len(present) - report.updated
         await _complete_vectors(core, name, present, found)
     if report.created and tenant.config.max_entries:
         await core._enforce_capacity(tenant)
@@ -167,7 +170,9 @@ async def _tenant(
         return await core.tenants.get(name), False
 
 
-async def _stage(core: CacheCore, tenant: Tenant, entries: Sequence[CarriedEntry], report: ImportReport) -> list[_Staged]:
+async def _stage(
+    core: CacheCore, tenant: Tenant, entries: Sequence[CarriedEntry], report: ImportReport
+) -> list[_Staged]:
     """Validate and key each entry; the bad ones go to report.rejected, the expired to report.expired."""
     limits = core.settings.limits
     now = core._clock()
@@ -220,6 +225,28 @@ async def _write_new(core: CacheCore, name: str, new: list[_Staged], report: Imp
         await core._run(core.scalar.restore_learning, name, learning, core._clock())
     if report.created:
         core.metrics.count(core.metrics.inserted, core.metrics.tenant_label(name), amount=report.created)
+
+
+async def _update_changed(
+    core: CacheCore, name: str, present: list[_Staged], found: dict[str, EntryRow], report: ImportReport
+) -> None:
+    """Entries already here whose answer, metadata, expiry or chat the file changes (a catch-up import of a
+    newer export): the content is the file's, the id, stamps and hit count stay this server's."""
+    changed = []
+    for s in present:
+        row, new = found[s.row_id], _row(name, s)
+        if row.exact_key == new.exact_key and (row.answer, row.metadata_json, row.expires_at, row.messages_json) != (
+                new.answer, new.metadata_json, new.expires_at, new.messages_json):
+            changed.append((s, row.answer != new.answer))
+    if not changed:
+        return
+    await core._run(core.scalar.upsert_entries, [_row(name, s) for s, _ in changed])  # replaces the content only
+    core.exact_cache.forget_keys((name, s.entry.model, s.key.exact_key) for s, _ in changed)
+    # A new answer dropped what was learned about the old one; what the file carries is about the new one.
+    learning = {s.row_id: s.entry.learning for s, new_answer in changed if new_answer and s.entry.learning}
+    if learning:
+        await core._run(core.scalar.restore_learning, name, learning, core._clock())
+    report.updated = len(changed)
 
 
 def _row(name: str, s: _Staged) -> EntryRow:

@@ -44,11 +44,12 @@ class ExportedPage:
 class ImportResult:
     tenant_created: bool = False
     created: int = 0
-    present: int = 0  # already there under that id: left as they are
+    present: int = 0  # already there under that id, as the file has them: left as they are
     merged: int = 0  # the chat was cached there under another id, which kept it and took the answer
     expired: int = 0
     embedded: int = 0  # written with a vector of the server's model (the carried one was of another)
     rejected: list[tuple[int, str]] = field(default_factory=list)  # (position in the call, why)
+    updated: int = 0  # already there with another answer, metadata or expiry: now the file's (ids, counts stay)
 
 
 def settings_of(tenant: TenantInfo) -> dict[str, Any]:
@@ -100,7 +101,8 @@ def entry_from_json(data: Any) -> pb.ExportedEntry:
         raise errors.InvalidArgument('"messages" must be a list of {"role": ..., "content": ...}')
     message.messages.extend(pb.ChatMessage(role=m["role"], content=m["content"]) for m in messages)
     metadata = data.get("metadata") or {}
-    if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+    if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                 for k, v in metadata.items()):
         raise errors.InvalidArgument('"metadata" must be an object of strings')
     message.metadata.update(metadata)
     if data.get("expires_at") is not None:
@@ -170,7 +172,7 @@ def export_page(tenant: str, model: str | None, after_id: str, limit: int, vecto
 def _report(r: pb.ImportResponse) -> ImportResult:
     return ImportResult(
         r.tenant_created, r.created, r.present, r.merged, r.expired, r.embedded,
-        [(int(x.index), x.reason) for x in r.rejected],
+        [(int(x.index), x.reason) for x in r.rejected], r.updated,
     )
 
 

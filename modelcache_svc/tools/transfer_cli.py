@@ -206,11 +206,11 @@ def _import_export(client: Any, args: argparse.Namespace, header: dict[str, Any]
             continue
         result = client.import_entries(tenant, entries, settings=header.get("settings") or {})
         created = created or result.tenant_created
-        counts.update(created=result.created, present=result.present, merged=result.merged,
-                      expired=result.expired, embedded=result.embedded)
+        counts.update(created=result.created, present=result.present, updated=result.updated,
+                      merged=result.merged, expired=result.expired, embedded=result.embedded)
         rejected.extend((numbers[i], reason) for i, reason in result.rejected)
     return {"format": "export", "tenant": tenant, "tenant_created": created,
-            **{k: counts[k] for k in ("created", "present", "merged", "expired", "embedded")}}
+            **{k: counts[k] for k in ("created", "present", "updated", "merged", "expired", "embedded")}}
 
 
 def _import_plain(client: Any, args: argparse.Namespace, lines: Iterable[Line],
@@ -229,7 +229,7 @@ def _import_plain(client: Any, args: argparse.Namespace, lines: Iterable[Line],
                 continue
             by_model.setdefault(model, []).append((number, entry))
         for model, items in by_model.items():
-            for number, entry_id in _insert(client, tenant, model, items, rejected):
+            for _, entry_id in _insert(client, tenant, model, items, rejected):
                 if entry_id:
                     stored += 1
                 else:
@@ -257,7 +257,8 @@ def _plain_entry(data: Any, default_model: str | None) -> tuple[str, Any]:
     ttl, metadata = data.get("ttl_seconds", 0), data.get("metadata") or {}
     if not isinstance(ttl, int) or isinstance(ttl, bool) or ttl < 0:
         raise errors.InvalidArgument('"ttl_seconds" must be a whole number of seconds')
-    if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+    if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                 for k, v in metadata.items()):
         raise errors.InvalidArgument('"metadata" must be an object of strings')
     return model, Entry(chat, answer, ttl, metadata)
 
@@ -304,7 +305,7 @@ def _text(s: dict[str, Any]) -> str:
         return f"exported {s['entries']} entries of {scope} to {s['file']}{resumed} in {s['seconds']} s"
     if s["format"] == "export":
         line = (f"imported {s['file']} into {s['tenant']}{' (tenant created)' if s['tenant_created'] else ''}: "
-                f"created {s['created']}, already there {s['present']}, merged {s['merged']}, "
+                f"created {s['created']}, already there {s['present']}, updated {s['updated']}, merged {s['merged']}, "
                 f"expired {s['expired']}, re-embedded {s['embedded']}")
     else:
         refused = ", ".join(f"{k or 'unknown'} {v}" for k, v in sorted(s["refused"].items())) or "none"

@@ -165,7 +165,8 @@ def carried_to_pb(e: CarriedEntry) -> pb.ExportedEntry:
 def carried_from_pb(e: pb.ExportedEntry) -> CarriedEntry:
     learning = None
     if e.learned_floor or e.observations:
-        learning = EntryLearning(float(e.learned_floor), tuple((float(o.similarity), bool(o.wrong)) for o in e.observations))
+        observations = tuple((float(o.similarity), bool(o.wrong)) for o in e.observations)
+        learning = EntryLearning(float(e.learned_floor), observations)
     return CarriedEntry(
         id=e.id,
         model=e.model,
@@ -191,4 +192,5 @@ def import_report_to_pb(r: ImportReport) -> pb.ImportResponse:
         expired=r.expired,
         embedded=r.embedded,
         rejected=[pb.ImportRejected(index=i, reason=reason) for i, reason in r.rejected],
+        updated=r.updated,
     )

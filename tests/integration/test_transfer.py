@@ -94,8 +94,18 @@ def _same_entries(a: dict[str, dict[str, Any]], b: dict[str, dict[str, Any]]) ->
         assert va.shape == vb.shape and np.allclose(va, vb, atol=1e-6)
 
 
+def _semantic(client: Any, tenant: str, question: str) -> Any:
+    """The query's answer once it is a semantic hit (a new vector on the Milvus server: Bounded consistency)."""
+    deadline = time.monotonic() + VECTOR_VISIBLE_S
+    while (hit := client.query(tenant, MODELS[0], question)).match != "semantic" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return hit
+
+
 class Source:
-    def __init__(self, server: ThreadServer, ids: list[str], chats: list[tuple[str, list[dict[str, str]], str]]) -> None:
+    def __init__(
+        self, server: ThreadServer, ids: list[str], chats: list[tuple[str, list[dict[str, str]], str]]
+    ) -> None:
         self.server, self.ids, self.chats = server, ids, chats
 
 
@@ -177,9 +187,7 @@ def test_the_move_to_mariadb_and_a_milvus_server_answers_every_query_the_same(
         for question, entry_id in ((SEMANTIC[1], source.ids[50]), ("列表怎么倒过来排序", source.ids[52])):
             expected = src.query(TENANT, MODELS[0], question)
             assert expected.match == "semantic" and expected.id == entry_id
-            deadline = time.monotonic() + VECTOR_VISIBLE_S
-            while (hit := dst.query(TENANT, MODELS[0], question)).match != "semantic" and time.monotonic() < deadline:
-                time.sleep(0.1)
+            hit = _semantic(dst, TENANT, question)
             assert (hit.match, hit.id, hit.answer) == ("semantic", entry_id, expected.answer)
         # The verdict came along: the paraphrase marked wrong is a miss on both.
         assert not src.query(TENANT, MODELS[0], WRONG[1]).hit and not dst.query(TENANT, MODELS[0], WRONG[1]).hit
@@ -193,9 +201,34 @@ def test_a_second_import_changes_nothing(
     assert main([*export, str(before)]) == 0
     code, report = _cli(capsys, "import", "--target", target.target, "--key", ADMIN_KEY, str(exported))
     assert code == 0
-    assert (report["tenant_created"], report["created"], report["present"], report["merged"]) == (False, 0, 53, 0)
+    assert (report["tenant_created"], report["created"], report["present"], report["updated"], report["merged"]) == (
+        False, 0, 53, 0, 0)
     assert main([*export, str(after)]) == 0
     _same_entries(_lines(before)[1], _lines(after)[1])
+
+
+def test_importing_a_newer_export_catches_up(
+    source: Source, target: ThreadServer, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Entries written or answered anew on the old server after the first move arrive with the next one."""
+    newer = tmp_path / "newer.jsonl"
+    model, chat, answer = source.chats[1]
+    with source.server.client() as src:
+        assert src.insert(TENANT, model, chat, "a revised answer") == source.ids[1]
+        added = src.insert(TENANT, MODELS[1], "How do I read a file in Kotlin?", "File(path).readText()")
+        try:
+            assert main(["export", "--target", source.server.target, "--tenant", TENANT, "--out", str(newer),
+                         "--json"]) == 0
+        finally:
+            src.insert(TENANT, model, chat, answer)
+            src.remove(TENANT, MODELS[1], [added])
+    code, report = _cli(capsys, "import", "--target", target.target, "--key", ADMIN_KEY, str(newer))
+    assert code == 0
+    assert (report["created"], report["updated"], report["present"]) == (1, 1, 52)
+    with target.client(api_key=ADMIN_KEY) as dst:
+        assert (dst.query(TENANT, model, chat).answer, dst.query(TENANT, model, chat).id) == ("a revised answer",
+                                                                                              source.ids[1])
+        assert dst.query(TENANT, MODELS[1], "How do I read a file in Kotlin?").id == added
 
 
 def _renumbered(path: Path) -> list[str]:
@@ -237,10 +270,8 @@ def test_vectors_of_another_model_are_embedded_by_the_targets(
                         str(path))
     assert code == 0 and (report["created"], report["embedded"]) == (53, 53)
     with target.client(api_key=ADMIN_KEY) as c:
-        deadline = time.monotonic() + VECTOR_VISIBLE_S
-        while (hit := c.query("reembedded", MODELS[0], SEMANTIC[1])).match != "semantic" and time.monotonic() < deadline:
-            time.sleep(0.1)
-        semantic = next(e for e in entries if e["messages"][-1]["content"] == SEMANTIC[0])
+        hit = _semantic(c, "reembedded", SEMANTIC[1])
+        semantic = next(e for e in entries if e["messages"] == [{"role": "user", "content": SEMANTIC[0]}])
         assert (hit.match, hit.id, hit.answer) == ("semantic", semantic["id"], semantic["answer"])
 
 
