@@ -84,6 +84,16 @@ def entry_from_json(data: Any) -> pb.ExportedEntry:
     """The message of one line; InvalidArgument says what is wrong with it."""
     if not isinstance(data, dict):
         raise errors.InvalidArgument("an entry must be a JSON object")
+    try:
+        return _entry(data)
+    except (ValueError, TypeError) as exc:  # what protobuf refuses: a lone surrogate, a number out of range
+        raise errors.InvalidArgument(f"a field cannot be sent: {exc}") from None
+
+
+def _entry(data: dict[str, Any]) -> pb.ExportedEntry:
+    hit_count = _typed(data, "hit_count", int, 0)
+    if not 0 <= hit_count < 2**63:
+        raise errors.InvalidArgument('"hit_count" must be a whole number from 0')
     message = pb.ExportedEntry(
         id=_typed(data, "id", str),
         model=_typed(data, "model", str),
@@ -91,7 +101,7 @@ def entry_from_json(data: Any) -> pb.ExportedEntry:
         embed_model=_typed(data, "embed_model", str, ""),
         created_at=_time(data, "created_at"),
         last_hit_at=_time(data, "last_hit_at", _time(data, "created_at")),
-        hit_count=_typed(data, "hit_count", int, 0),
+        hit_count=hit_count,
         vector=_vector(data.get("vector")),
     )
     messages = data.get("messages")
@@ -107,8 +117,6 @@ def entry_from_json(data: Any) -> pb.ExportedEntry:
     message.metadata.update(metadata)
     if data.get("expires_at") is not None:
         message.expires_at = _time(data, "expires_at")
-    if message.hit_count < 0:
-        raise errors.InvalidArgument('"hit_count" must not be negative')
     _feedback(message, data.get("feedback"))
     return message
 
@@ -116,7 +124,7 @@ def entry_from_json(data: Any) -> pb.ExportedEntry:
 def _typed(data: Mapping[str, Any], key: str, kind: type, default: Any = ...) -> Any:
     value = data.get(key, default)
     if value is ... or not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-        raise errors.InvalidArgument(f'"{key}" must be a {kind.__name__}')
+        raise errors.InvalidArgument(f'"{key}" must be {"a string" if kind is str else "a whole number"}')
     return value
 
 

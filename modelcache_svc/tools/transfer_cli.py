@@ -254,6 +254,9 @@ def _plain_entry(data: Any, default_model: str | None) -> tuple[str, Any]:
             raise errors.InvalidArgument('"messages" must be a list of {"role": ..., "content": ...}')
     elif not isinstance(chat, str) or not chat.strip():
         raise errors.InvalidArgument('a line needs "question" (a string) or "messages" (a list)')
+    texts = [answer, *([m["content"] for m in chat] if isinstance(chat, list) else [chat])]
+    if any(not t.isascii() and not _utf8(t) for t in texts):
+        raise errors.InvalidArgument("a text is not valid Unicode (a lone surrogate)")
     ttl, metadata = data.get("ttl_seconds", 0), data.get("metadata") or {}
     if not isinstance(ttl, int) or isinstance(ttl, bool) or ttl < 0:
         raise errors.InvalidArgument('"ttl_seconds" must be a whole number of seconds')
@@ -261,6 +264,14 @@ def _plain_entry(data: Any, default_model: str | None) -> tuple[str, Any]:
                                                  for k, v in metadata.items()):
         raise errors.InvalidArgument('"metadata" must be an object of strings')
     return model, Entry(chat, answer, ttl, metadata)
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _insert(client: Any, tenant: str, model: str, items: list[tuple[int, Any]],

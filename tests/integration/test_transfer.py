@@ -330,14 +330,15 @@ def test_a_plain_file_warms_the_cache_through_the_policy(
         {"question": "My email is jo@example.com, what is a CSV?", "answer": "Comma-separated."},  # pii allowed here
         {"question": "No answer here"},
         {"question": "How do I exit vim?", "answer": ":q", "model": MODELS[1]},
+        {"question": "A lone surrogate \ud800 here?", "answer": "It cannot be stored."},
     ]
     path = tmp_path / "logs.jsonl"
     path.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
     code, report = _cli(capsys, "import", "--target", source.server.target, "--tenant", TENANT, "--model", "warm",
                         str(path))
-    assert code == 1  # the line without an answer
+    assert code == 1  # the line without an answer, and the one that is not valid Unicode
     assert (report["format"], report["stored"], report["refused"]) == ("plain", 4, {"user_specific": 1})
-    assert [r["line"] for r in report["rejected"]] == [5]
+    assert [r["line"] for r in report["rejected"]] == [5, 7]
     with source.server.client() as c:
         assert c.query(TENANT, "warm", "How can I center a div with CSS?").answer == "Use flexbox."
         assert c.query(TENANT, "warm", [SYSTEM, {"role": "user", "content": "How do I undo a git commit?"}]).hit
