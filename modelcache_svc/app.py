@@ -18,8 +18,10 @@ from .embedding import Embedder, EmbeddingBatcher, load_embedder
 from .embedding.pool import EmbedderPool
 from .errors import InvalidArgument
 from .metrics import Metrics
-from .stores import open_scalar_store
+from .stores import MEMORY_URI, open_scalar_store
 from .stores.approx_index import ApproxParams
+from .stores.base import VectorStore
+from .stores.memory_vector import MemoryVectorStore
 from .stores.milvus_store import MilvusVectorStore
 from .transport.grpc_server import GrpcFrontEnd, start_grpc_server
 from .verifier.model import Verifier
@@ -65,13 +67,17 @@ def build_core(
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     scalar = open_scalar_store(settings.resolved_scalar_uri, settings.namespace, timeout=settings.store_timeout_s)
-    vector = MilvusVectorStore(
-        settings.resolved_vector_uri, settings.namespace, timeout=settings.store_timeout_s,
-        approx=ApproxParams(min_entries=settings.approx_index_min_entries, m=settings.approx_index_m,
-                            ef_construction=settings.approx_index_ef_construction,
-                            ef_search=settings.approx_index_ef_search),
-        index_type=settings.milvus_index_type, index_params=settings.json_setting("milvus_index_params"),
-        search_params=settings.json_setting("milvus_search_params"))
+    vector: VectorStore
+    if settings.resolved_vector_uri == MEMORY_URI:  # a throwaway cache: nothing outlives the process
+        vector = MemoryVectorStore()
+    else:
+        vector = MilvusVectorStore(
+            settings.resolved_vector_uri, settings.namespace, timeout=settings.store_timeout_s,
+            approx=ApproxParams(min_entries=settings.approx_index_min_entries, m=settings.approx_index_m,
+                                ef_construction=settings.approx_index_ef_construction,
+                                ef_search=settings.approx_index_ef_search),
+            index_type=settings.milvus_index_type, index_params=settings.json_setting("milvus_index_params"),
+            search_params=settings.json_setting("milvus_search_params"))
     def load(model: str) -> Embedder:
         return load_embedder(
             settings.embedding_backend,

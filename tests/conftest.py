@@ -61,18 +61,25 @@ def mysql_uri() -> Iterator[str]:
         conn.close()
 
 
-@pytest.fixture(params=["sqlite", "mariadb"])
-def scalar_store_uri(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
+def _store_uri(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if kind == "memory":
+        return "memory://"
+    if kind == "sqlite":
         return f"sqlite:///{tmp_path / 'scalar.db'}"
     uri: str = request.getfixturevalue("mysql_uri")
     return uri
 
 
-@pytest.fixture
-def scalar_store(scalar_store_uri: str) -> Iterator[ScalarStore]:
-    """A migrated store with a namespace of its own (databases are shared within a module)."""
-    store = open_scalar_store(scalar_store_uri, "t" + uuid.uuid4().hex[:12])
+@pytest.fixture(params=["sqlite", "mariadb"])
+def scalar_store_uri(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return _store_uri(request.param, request, tmp_path)
+
+
+@pytest.fixture(params=["sqlite", "mariadb", "memory"])
+def scalar_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ScalarStore]:
+    """A migrated store with a namespace of its own (databases are shared within a module); the store
+    contract (test_scalar_stores.py, test_feedback_store.py) holds the in-memory store to it too."""
+    store = open_scalar_store(_store_uri(request.param, request, tmp_path), "t" + uuid.uuid4().hex[:12])
     store.migrate()
     yield store
     store.close()

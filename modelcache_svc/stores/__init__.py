@@ -7,10 +7,12 @@ from .base import ScalarStore
 
 SQLITE_SCHEME = "sqlite:///"
 MYSQL_SCHEMES = ("mysql://", "mysql+pymysql://")
+MEMORY_URI = "memory://"  # this process's memory: gone with it (memory.py)
 
 
 def open_scalar_store(uri: str, namespace: str = "", *, timeout: float = 5.0) -> ScalarStore:
-    """``sqlite:///relative/path.db``, ``sqlite:////abs/path.db`` or ``mysql://user:pass@host:port/db``.
+    """``sqlite:///relative/path.db``, ``sqlite:////abs/path.db``, ``mysql://user:pass@host:port/db`` or
+    ``memory://`` (a new empty store each call).
 
     timeout bounds each store call: SQLite's busy wait, MySQL's read and write
     timeouts (connecting gets at most 2 s of it).
@@ -19,6 +21,10 @@ def open_scalar_store(uri: str, namespace: str = "", *, timeout: float = 5.0) ->
         raise InvalidArgument(
             "scalar store uri is empty: use sqlite:///path/to/file.db or mysql://user:pass@host:port/db"
         )
+    if uri == MEMORY_URI:
+        from .memory_scalar import MemoryScalarStore
+
+        return MemoryScalarStore(namespace)
     if uri.startswith(SQLITE_SCHEME):
         from .sqlite_store import SQLiteStore
 
@@ -37,5 +43,5 @@ def open_scalar_store(uri: str, namespace: str = "", *, timeout: float = 5.0) ->
     scheme = uri.split(":", 1)[0] if ":" in uri else uri
     raise InvalidArgument(
         f"scalar store uri scheme {scheme[:20]!r} is not supported: "
-        "use sqlite:///path/to/file.db (sqlite:////abs/path.db) or mysql://user:pass@host:port/db"
+        "use sqlite:///path/to/file.db (sqlite:////abs/path.db), mysql://user:pass@host:port/db or memory://"
     )

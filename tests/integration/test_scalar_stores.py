@@ -1,4 +1,5 @@
-"""The ScalarStore contract, run against SQLite and MariaDB alike."""
+"""The ScalarStore contract, run against SQLite, MariaDB and the in-memory store alike (the fixture
+``scalar_store``); tests of migrations, namespaces and URIs are the SQL stores' own."""
 
 from __future__ import annotations
 
@@ -436,6 +437,8 @@ def test_invalid_namespace_is_refused(tmp_path: Path, namespace: str) -> None:
         MySQLStore("mysql://root@127.0.0.1:1/x", namespace)
     with pytest.raises(InvalidArgument):
         open_scalar_store(f"sqlite:///{tmp_path / 'x.db'}", namespace)
+    with pytest.raises(InvalidArgument):
+        open_scalar_store("memory://", namespace)
 
 
 # -- opening ------------------------------------------------------------------------------
@@ -451,6 +454,8 @@ def test_invalid_namespace_is_refused(tmp_path: Path, namespace: str) -> None:
         "sqlite:///:memory:",
         "mysql://u@h:3306/",
         "mysql://u@h:x/db",
+        "memory:",
+        "memory://x",
     ],
 )
 def test_bad_uris_are_refused(uri: str) -> None:
