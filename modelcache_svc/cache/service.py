@@ -39,7 +39,7 @@ from ..records import (
     CacheabilityAction, EntryLearning, EntryRow, MatchKind, Message, NewEntry, QueryResult, Scope, Tenant, TenantConfig,
 )
 from .vector_memo import VectorMemo
-from .verifier_gate import Gate, gate_for
+from .verifier_gate import MAX_VERIFIED, Gate, gate_for
 from .window import keyed_past_window
 from ..verifier.pool import VerifierPool
 
@@ -382,11 +382,12 @@ class CacheCore:
     ) -> list[tuple[float, VectorHit, EntryRow]]:
         """The candidates the gate lets through: sure ones by their similarity, uncertain ones by the verifier
         (all of them in one model call), the rest dropped."""
-        uncertain = [c for c in live if gate.uncertain(c[0], threshold)]
+        uncertain = [c for c in live if gate.uncertain(c[0], threshold)][:MAX_VERIFIED]
         probabilities: dict[str, float] = {}
         if uncertain:
             with self.metrics.timed("verify"):
-                scores = await self.verifiers.score(verifier, question, [row.question for _, _, row in uncertain])
+                scores = await self.verifiers.score(
+                    verifier, question, [row.question for _, _, row in uncertain], [s for s, _, _ in uncertain])
             for (_, _, row), p in zip(uncertain, scores):
                 probabilities[row.id] = p
                 outcome = "accepted" if p >= gate.cutoff else "rejected"

@@ -15,6 +15,10 @@ from dataclasses import dataclass
 
 from ..errors import InvalidArgument
 
+# Uncertain candidates the verifier reads per query, best similarity first (one model call for all): the
+# answer is one of the best few, and each pair costs about 1 ms (verifier/model.py).
+MAX_VERIFIED = 3
+
 
 @dataclass(frozen=True, slots=True)
 class Gate:

@@ -1,8 +1,9 @@
 """Fit where the verifier decides: the band of similarities and its cut-off, on held-out training pairs.
 
 For each held-out pair (kept out of the verifier's training, tools/train_verifier.py; never shared/eval) the
-served embedding model gives the similarity on the common threshold scale, and the verifier its probability.
-A candidate is then accepted when its similarity is at least ``band_high`` (the cosine alone), or when it lies
+served embedding model gives the similarity on the common threshold scale, and the cross-encoder its logit.
+A logistic fit over the two (``combine``) gives the probability the service uses (verifier/model.py,
+VerifierOptions): the cross-encoder and the cosine err on different pairs. A candidate is then accepted when its similarity is at least ``band_high`` (the cosine alone), or when it lies
 in ``[band_low, band_high)`` and the probability is at least ``cutoff``. The three are chosen on a grid for the
 best F-beta (beta 0.5 by default: a wrong answer costs a cache more than a miss), a narrower band winning ties
 (fewer verifier calls). Written to the verifier folder's ``verifier.json`` with the figures it was chosen by.
@@ -31,7 +32,7 @@ def scores(verifier_folder: Path, embedding_model: str, pairs: list[Pair], quiet
     scale = float(getattr(embedder, "similarity_scale", 1.0))
     verifier = Verifier(verifier_folder.name, verifier_folder, model_cache_root() / "verifiers", threads=0)
     sims: list[float] = []
-    probs: list[float] = []
+    logits: list[float] = []
     step = 32
     for start in tqdm(range(0, len(pairs), step), desc="fit verifier", disable=quiet or not sys.stderr.isatty()):
         chunk = pairs[start:start + step]
@@ -39,8 +40,23 @@ def scores(verifier_folder: Path, embedding_model: str, pairs: list[Pair], quiet
         b = embedder.encode([p.b for p in chunk])
         cos = np.sum(a * b, axis=1)
         sims.extend((1.0 - (1.0 - cos) * scale).tolist())
-        probs.extend(verifier.score_pairs([p.b for p in chunk], [p.a for p in chunk]))
-    return np.array(sims), np.array(probs)
+        logits.extend(verifier.logits([p.b for p in chunk], [p.a for p in chunk]))
+    return np.array(sims), np.array(logits)
+
+
+def logistic(features: Any, labels: Any, iterations: int = 50) -> Any:
+    """Weights (w..., bias) of a logistic regression by Newton's method, with a small ridge for stability."""
+    x = np.c_[features, np.ones(len(features))]
+    w = np.zeros(x.shape[1])
+    for _ in range(iterations):
+        p = 1.0 / (1.0 + np.exp(-np.clip(x @ w, -60, 60)))
+        gradient = x.T @ (p - labels) + 1e-3 * w
+        hessian = (x * (p * (1 - p))[:, None]).T @ x + 1e-3 * np.eye(len(w))
+        step = np.linalg.solve(hessian, gradient)
+        w -= step
+        if float(np.max(np.abs(step))) < 1e-8:
+            break
+    return w
 
 
 def f_beta(tp: float, fp: float, fn: float, beta: float) -> float:
@@ -84,17 +100,21 @@ def summary(sims: Any, probs: Any, labels: Any, chosen: dict[str, float], thresh
     return {
         f"cosine alone at {threshold}": pr(sims >= threshold),
         "with the verifier": pr(sure | (band & (probs >= chosen["cutoff"]))),
-        "verifier alone at 0.5": pr(probs >= 0.5),
+        "combined probability alone at 0.5": pr(probs >= 0.5),
     }
 
 
 def fit(verifier_folder: Path, embedding_model: str, pairs: list[Pair], *, beta: float = 0.5,
         threshold: float = 0.80, quiet: bool = False) -> dict[str, Any]:
-    sims, probs = scores(verifier_folder, embedding_model, pairs, quiet)
+    sims, logits = scores(verifier_folder, embedding_model, pairs, quiet)
     labels = np.array([int(p.label) for p in pairs])
+    w_logit, w_similarity, bias = logistic(np.c_[logits, sims], labels)
+    probs = 1.0 / (1.0 + np.exp(-np.clip(w_logit * logits + w_similarity * sims + bias, -60, 60)))
     chosen = choose(sims, probs, labels, beta)
     record = {
         **chosen,
+        "combine": {"w_logit": round(float(w_logit), 5), "w_similarity": round(float(w_similarity), 5),
+                    "bias": round(float(bias), 5)},
         "beta": beta,
         "embedding_model": embedding_model,
         "fitted_on_pairs": len(pairs),

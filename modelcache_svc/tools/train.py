@@ -321,11 +321,21 @@ def add_parser(sub: Any) -> None:
                    "modelcache_svc/models/NAME makes it packaged:NAME)")
     p.add_argument("--fit-scale-only", action="store_true",
                    help="no training: fit --base's similarity scale on --holdout pairs into OUT/modelcache.json")
+    p.add_argument("--cross-encoder", action="store_true",
+                   help="train the verifier instead: a cross-encoder over (question, cached question) pairs "
+                   "(tools/train_verifier.py; batch 32, lr 4e-5, max length 96 unless given)")
+    p.add_argument("--verifier-embedding-model", default=None, metavar="MODEL",
+                   help="--cross-encoder: the served embedding model the verifier's band is fitted against "
+                   "(default packaged:minilm-cache-en)")
+    p.add_argument("--checkpoint-every", type=int, default=200, help="--cross-encoder: steps between checkpoints")
+    p.add_argument("--resume", action="store_true", help="--cross-encoder: go on from OUT/checkpoint.pt")
     p.add_argument("--json", action="store_true", help="print the provenance record as JSON, no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
     files = [path for group in args.pairs for path in group]
+    if args.cross_encoder:
+        return _run_cross_encoder(args, files)
     if args.fit_scale_only:
         from ..embedding.models import resolve_model
 
@@ -376,4 +386,40 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"wrote {args.out}: {record['steps']} steps, loss {record['loss_first']:.3f} -> "
               f"{record['loss_last']:.3f}, {record['seconds']} s ({record['stopped_by']})")
+    return 0
+
+
+def _run_cross_encoder(args: argparse.Namespace, files: list[Path]) -> int:
+    """Train the verifier, fit its band and cut-off on the held-out pairs, and pack it (--pack)."""
+    from .fit_verifier import fit
+    from .train_verifier import train as train_verifier
+
+    for path in files:
+        if "shared/eval" in str(path.resolve()):
+            raise SystemExit(f"{path}: refusing to train on an evaluation file")
+        if not path.is_file():
+            raise SystemExit(f"{path}: no such file")
+    given = set(sys.argv)
+    record = train_verifier(
+        files, args.out, base=args.base,
+        batch_size=args.batch_size if "--batch-size" in given else 32,
+        lr=args.lr if "--lr" in given else 4e-5,
+        epochs=args.epochs, max_steps=args.max_steps, time_budget_s=args.time_budget, seed=args.seed,
+        max_seq_length=args.max_seq_length if "--max-seq-length" in given else 96, threads=args.threads,
+        holdout=args.holdout, checkpoint_every=args.checkpoint_every, resume=args.resume, quiet=args.json,
+        command=sys.argv,
+    )
+    held = read_pairs(args.out / "held_out.jsonl")
+    if held:
+        record["fit"] = fit(args.out, args.verifier_embedding_model or "packaged:minilm-cache-en", held,
+                            quiet=args.json)
+    if args.pack:
+        from ..embedding.models import resolve_model
+        from ..embedding.overlay import pack
+
+        _, base_folder = resolve_model(args.base)
+        record["overlay"] = pack(args.out, args.base, Path(base_folder), args.pack)
+    print(json.dumps(record, ensure_ascii=False, sort_keys=True) if args.json else
+          f"wrote {args.out}: {record['steps']} steps, loss {record['loss_first']:.3f} -> {record['loss_last']:.3f}, "
+          f"{record['seconds']} s; band/cut-off {record.get('fit', {})}")
     return 0

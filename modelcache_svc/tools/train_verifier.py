@@ -106,9 +106,15 @@ def train(
     holdout: int = 2000,
     checkpoint_every: int = 200,
     resume: bool = False,
+    init: Path | None = None,
+    batch_seed: int | None = None,
     quiet: bool = False,
     command: list[str] | None = None,
 ) -> dict[str, Any]:
+    """``init``: a trained verifier folder to go on from (another epoch), the base staying ``base``;
+    ``batch_seed``: the order of batches and sides (default ``seed``; the held-out split always follows
+    ``seed``, so an epoch more keeps the same held-out pairs)."""
+    batch_seed = seed if batch_seed is None else batch_seed
     import numpy as np
     import torch
     from tqdm import tqdm
@@ -137,11 +143,11 @@ def train(
     held, pairs = pairs[:holdout], pairs[holdout:]
 
     tokenizer = AutoTokenizer.from_pretrained(str(source))
-    model = build_model(torch, source)
+    model = build_model(torch, init or source)
     for name, parameter in model.named_parameters():
         if "embeddings." in name:
             parameter.requires_grad_(False)
-    batches = length_batches(pairs, batch_size, seed)
+    batches = length_batches(pairs, batch_size, batch_seed)
     per_epoch = len(batches)
     total = max_steps or max(1, int(per_epoch * epochs))
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -160,14 +166,14 @@ def train(
         schedule.load_state_dict(state["schedule"])
         step, losses = int(state["step"]), list(state["losses"])
     loss_fn = torch.nn.BCEWithLogitsLoss()
-    rng = random.Random(seed + step)
+    rng = random.Random(batch_seed + step)
     model.train()
     stopped_by = "steps"
     interactive = not quiet and sys.stderr.isatty()
     bar = tqdm(total=total, initial=step, desc="train verifier", unit="step", disable=not interactive)
     while step < total:
         if step % per_epoch == 0 and step:
-            batches = length_batches(pairs, batch_size, seed + step)
+            batches = length_batches(pairs, batch_size, batch_seed + step)
         batch = batches[step % per_epoch]
         first, second = [], []
         for p in batch:
@@ -211,6 +217,8 @@ def train(
     record = {
         "kind": "verifier (cross-encoder)",
         "base_model": base,
+        "initialised_from": None if init is None else {
+            "folder": str(init), "provenance": json.loads((init / PROVENANCE).read_text(encoding="utf-8"))},
         "data": files,
         "pairs": len(pairs),
         "loss": "binary cross-entropy on one logit over mean-pooled [CLS] a [SEP] b [SEP]",
@@ -226,6 +234,7 @@ def train(
         "freeze_embeddings": True,
         "held_out_pairs": len(held),
         "seed": seed,
+        "batch_seed": batch_seed,
         "seconds": round(time.time() - started, 1),
         "torch": torch.__version__,
         "command": command or [],
@@ -253,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--holdout", type=int, default=2000)
     p.add_argument("--checkpoint-every", type=int, default=200)
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--init", type=Path, default=None, help="a trained verifier folder to go on from")
+    p.add_argument("--batch-seed", type=int, default=None, help="order of batches (default: --seed)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     for path in args.pairs:
@@ -261,8 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     record = train(args.pairs, args.out, base=args.base, batch_size=args.batch_size, lr=args.lr,
                    epochs=args.epochs, max_steps=args.max_steps, time_budget_s=args.time_budget, seed=args.seed,
                    max_seq_length=args.max_seq_length, threads=args.threads, holdout=args.holdout,
-                   checkpoint_every=args.checkpoint_every, resume=args.resume, quiet=args.json,
-                   command=sys.argv)
+                   checkpoint_every=args.checkpoint_every, resume=args.resume, init=args.init,
+                   batch_seed=args.batch_seed,
+                   quiet=args.json, command=sys.argv)
     print(json.dumps(record, ensure_ascii=False, sort_keys=True))
     return 0
 

@@ -26,9 +26,11 @@ class VerifierPool:
             return self.cjk
         return self.default if not has_cjk(question) or self.cjk is None else None
 
-    async def score(self, verifier: Verifier, question: str, candidates: list[str]) -> list[float]:
+    async def score(
+        self, verifier: Verifier, question: str, candidates: list[str], similarities: list[float]
+    ) -> list[float]:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, verifier.score, question, candidates)
+        return await loop.run_in_executor(self._executor, verifier.score, question, candidates, similarities)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
