@@ -329,6 +329,11 @@ def add_parser(sub: Any) -> None:
                    "(default packaged:minilm-cache-en)")
     p.add_argument("--checkpoint-every", type=int, default=200, help="--cross-encoder: steps between checkpoints")
     p.add_argument("--resume", action="store_true", help="--cross-encoder: go on from OUT/checkpoint.pt")
+    p.add_argument("--init", type=Path, default=None, metavar="DIR",
+                   help="--cross-encoder: start from this trained verifier folder (another epoch); --base stays "
+                   "the packaged model the overlay applies to")
+    p.add_argument("--batch-seed", type=int, default=None,
+                   help="--cross-encoder: order of batches (default --seed; the held-out split follows --seed)")
     p.add_argument("--json", action="store_true", help="print the provenance record as JSON, no progress bar")
 
 
@@ -406,8 +411,8 @@ def _run_cross_encoder(args: argparse.Namespace, files: list[Path]) -> int:
         lr=args.lr if "--lr" in given else 4e-5,
         epochs=args.epochs, max_steps=args.max_steps, time_budget_s=args.time_budget, seed=args.seed,
         max_seq_length=args.max_seq_length if "--max-seq-length" in given else 96, threads=args.threads,
-        holdout=args.holdout, checkpoint_every=args.checkpoint_every, resume=args.resume, quiet=args.json,
-        command=sys.argv,
+        holdout=args.holdout, checkpoint_every=args.checkpoint_every, resume=args.resume, init=args.init,
+        batch_seed=args.batch_seed, quiet=args.json, command=sys.argv,
     )
     held = read_pairs(args.out / "held_out.jsonl")
     if held:
