@@ -61,7 +61,8 @@ def mysql_uri() -> Iterator[str]:
         conn.close()
 
 
-def _store_uri(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def store_uri(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URI of a scalar store of this kind: a file under tmp_path, this module's MariaDB database, memory."""
     if kind == "memory":
         return "memory://"
     if kind == "sqlite":
@@ -72,14 +73,14 @@ def _store_uri(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str
 
 @pytest.fixture(params=["sqlite", "mariadb"])
 def scalar_store_uri(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return _store_uri(request.param, request, tmp_path)
+    return store_uri(request.param, request, tmp_path)
 
 
 @pytest.fixture(params=["sqlite", "mariadb", "memory"])
 def scalar_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ScalarStore]:
     """A migrated store with a namespace of its own (databases are shared within a module); the store
     contract (test_scalar_stores.py, test_feedback_store.py) holds the in-memory store to it too."""
-    store = open_scalar_store(_store_uri(request.param, request, tmp_path), "t" + uuid.uuid4().hex[:12])
+    store = open_scalar_store(store_uri(request.param, request, tmp_path), "t" + uuid.uuid4().hex[:12])
     store.migrate()
     yield store
     store.close()

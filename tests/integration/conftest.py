@@ -9,6 +9,7 @@ import pytest
 
 from modelcache_svc.config import Settings
 from modelcache_svc.embedding import Embedder, load_embedder
+from tests.conftest import store_uri
 from tests.fake_openai import FakeOpenAI
 from tests.servers import ThreadServer
 
@@ -55,6 +56,20 @@ def make_server(tmp_path: Path, scalar_uri: str, embedder: Embedder) -> Iterator
 @pytest.fixture
 def server(make_server: Callable[..., ThreadServer]) -> ThreadServer:
     return make_server()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "mariadb"])
+def module_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, embedder: Embedder
+) -> Iterator[ThreadServer]:
+    """One server per module and store, for tests that change nothing another test reads: invalid calls,
+    reads, writes that any order repeats to the same state. Anything else takes ``server``."""
+    data = tmp_path_factory.mktemp("module-server")
+    settings = Settings(data_dir=data / "data", grpc_port=0, http_port=0, resp_port=0,
+                        scalar_uri=store_uri(request.param, request, data), namespace="m" + uuid.uuid4().hex[:10])
+    server = ThreadServer(settings, embedder)
+    yield server
+    server.stop()
 
 
 # The integrations' tests (LangChain, the OpenAI SDK): one cache server and one fake model per module.

@@ -202,9 +202,10 @@ def test_tenant_lifecycle(server: ThreadServer) -> None:
     ],
 )
 def test_bad_queries_get_clear_statuses(
-    server: ThreadServer, tenant: str, messages: list[tuple[str, str]], code: grpc.StatusCode
+    module_server: ThreadServer, tenant: str, messages: list[tuple[str, str]], code: grpc.StatusCode
 ) -> None:
-    with grpc.insecure_channel(server.target) as channel:
+    # One server for every case (module_server: nothing here writes), which each must leave serving.
+    with grpc.insecure_channel(module_server.target) as channel:
         stub = pb_grpc.CacheServiceStub(channel)
         request = pb.QueryRequest(
             scope=pb.Scope(tenant=tenant, model=MODEL),
@@ -239,22 +240,22 @@ def test_bad_inserts_and_hostile_names(server: ThreadServer) -> None:
         assert (hit.match, hit.answer, hit.id) == ("exact", hostile, entry_id)
 
 
-def test_undecodable_request_is_invalid_argument(server: ThreadServer) -> None:
+def test_undecodable_request_is_invalid_argument(module_server: ThreadServer) -> None:
     # Field 2 (messages) holding a ChatMessage whose content is invalid UTF-8.
     bad_message = b"\x0a\x04user" + b"\x12\x02\xff\xfe"
     payload = b"\x0a\x09\x0a\x07default" + b"\x12" + bytes([len(bad_message)]) + bad_message
-    with grpc.insecure_channel(server.target) as channel:
+    with grpc.insecure_channel(module_server.target) as channel:
         call = channel.unary_unary("/modelcache.v1.CacheService/Query")
         with pytest.raises(grpc.RpcError) as info:
             call(payload, timeout=30)
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
-def test_health_and_reflection(server: ThreadServer) -> None:
+def test_health_and_reflection(module_server: ThreadServer) -> None:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
     from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-    with grpc.insecure_channel(server.target) as channel:
+    with grpc.insecure_channel(module_server.target) as channel:
         health = health_pb2_grpc.HealthStub(channel)
         status = health.Check(health_pb2.HealthCheckRequest(service="modelcache.v1.CacheService"), timeout=10)
         assert status.status == health_pb2.HealthCheckResponse.SERVING

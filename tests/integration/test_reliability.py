@@ -226,11 +226,12 @@ def test_random_input_always_gets_a_clean_status(
         b"\x0a\xff\xff\xff\xff\x0f",  # a length far past the end
     ],
 )
-def test_undecodable_inserts_are_invalid_argument(server: ThreadServer, payload: bytes) -> None:
-    with grpc.insecure_channel(server.target) as channel:
+def test_undecodable_inserts_are_invalid_argument(module_server: ThreadServer, payload: bytes) -> None:
+    # One server for every payload (module_server): none may write, which the count checks.
+    with grpc.insecure_channel(module_server.target) as channel:
         call = channel.unary_unary("/modelcache.v1.CacheService/Insert")
         with pytest.raises(grpc.RpcError) as info:
             call(payload, timeout=30)
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    with server.client() as c:
+    with module_server.client() as c:
         assert c.get_tenant("default").entries == 0

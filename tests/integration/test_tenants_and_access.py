@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -81,27 +80,27 @@ def test_auth_off_only_on_loopback(tmp_path: Path) -> None:
             check_exposure(Settings(host=host))
 
 
-def test_ttl_entry_is_served_before_and_not_after_expiry(server: ThreadServer) -> None:
+def test_ttls_reach_the_stored_rows(server: ThreadServer) -> None:
+    """The TTLs a client sends are the expiries the stores hold. Serving until then and not after, and the
+    sweeper, are the core's logic (tests/unit/test_core_logic.py, on a clock that moves) over the stores'
+    expiry filter (the store contract, test_scalar_stores.py): nothing here waits for a clock to pass."""
+
+    def lifetime(entry_id: str) -> float | None:
+        row = server.core.scalar.get_entries([entry_id], 0.0)[entry_id]  # the stores take any thread
+        return None if row.expires_at is None else row.expires_at - row.created_at
+
     with server.client() as c:
-        c.insert("default", MODEL, user("How long does this live?"), "one second", ttl_seconds=1)
-        c.insert("default", MODEL, user("And this one?"), "forever")
+        one_second = c.insert("default", MODEL, user("How long does this live?"), "one second", ttl_seconds=1)
+        forever = c.insert("default", MODEL, user("And this one?"), "forever")
         assert c.query("default", MODEL, user("How long does this live?")).hit
-        time.sleep(1.2)
-        assert not c.query("default", MODEL, user("How long does this live?")).hit
-        assert not c.query("default", MODEL, user("how long does this one live?")).hit
-        assert c.query("default", MODEL, user("And this one?")).hit
         # The tenant's TTL applies when the entry gives none; the entry's wins otherwise.
-        c.create_tenant("short", ttl_seconds=1)
-        c.insert("short", MODEL, user("tenant ttl"), "gone soon")
-        c.insert("short", MODEL, user("entry ttl"), "stays", ttl_seconds=3600)
-        time.sleep(1.2)
-        assert not c.query("short", MODEL, user("tenant ttl")).hit
-        assert c.query("short", MODEL, user("entry ttl")).hit
-    # The sweeper deletes expired rows from both stores.
-    removed = server.call(server.core.expire())
-    assert removed >= 2
-    with server.client() as c:
-        assert c.get_tenant("short").entries == 1
+        c.create_tenant("short", ttl_seconds=60)
+        tenant_ttl = c.insert("short", MODEL, user("tenant ttl"), "gone soon")
+        entry_ttl = c.insert("short", MODEL, user("entry ttl"), "stays", ttl_seconds=3600)
+    assert lifetime(one_second) == pytest.approx(1, abs=0.01)
+    assert lifetime(forever) is None
+    assert lifetime(tenant_ttl) == pytest.approx(60, abs=0.01)
+    assert lifetime(entry_ttl) == pytest.approx(3600, abs=0.01)
 
 
 QUESTIONS = [f"What is fact number {i} about topic {i * 7 % 13}?" for i in range(150)]
@@ -161,8 +160,9 @@ def test_namespaces_on_one_store_never_see_each_other(make_server: Callable[...,
     "hostile",
     ["a' OR 1=1 --", 'x" || id > 0', "x\\", "x'); DROP TABLE entries; --", "ｄefault", "dеfault", "a||b", "--"],
 )
-def test_hostile_names_never_reach_sql_or_filters(server: ThreadServer, hostile: str) -> None:
-    with server.client() as c:
+def test_hostile_names_never_reach_sql_or_filters(module_server: ThreadServer, hostile: str) -> None:
+    # One server for every name: each run writes the same two entries, and nothing else writes there.
+    with module_server.client() as c:
         c.insert("default", MODEL, user("canary question"), "canary")
         for call in (
             lambda: c.query(hostile, MODEL, user("canary question")),
