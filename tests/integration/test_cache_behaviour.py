@@ -165,6 +165,24 @@ def test_entries_survive_a_restart(make_server: Callable[..., ThreadServer]) -> 
         assert c.query("default", MODEL, user(PARAPHRASE)).match == "semantic"
 
 
+@pytest.mark.parametrize("scalar_store_uri", ["sqlite"], indirect=True)  # the stores are memory's here
+def test_memory_stores_serve_until_the_server_stops(make_server: Callable[..., ThreadServer]) -> None:
+    first = make_server(scalar_uri="memory://", vector_uri="memory://")
+    with first.client() as c:
+        entry_id = c.insert("default", MODEL, user(Q), ANSWER)
+        assert c.query("default", MODEL, user(Q)).id == entry_id
+        semantic = c.query("default", MODEL, user(PARAPHRASE))
+        assert (semantic.match, semantic.id) == ("semantic", entry_id)
+        assert c.remove("default", MODEL, [entry_id]) == 1
+        assert not c.query("default", MODEL, user(PARAPHRASE)).hit
+        c.insert("default", MODEL, user(Q), ANSWER)
+    first.stop()
+    assert not list(first.settings.data_dir.glob("*.db"))  # nothing written to disk
+    second = make_server(scalar_uri="memory://", vector_uri="memory://")
+    with second.client() as c:
+        assert not c.query("default", MODEL, user(Q)).hit
+
+
 def test_tenant_lifecycle(server: ThreadServer) -> None:
     with server.client() as c:
         assert [t.name for t in c.list_tenants()] == ["default"]
