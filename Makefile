@@ -61,7 +61,8 @@ models: setup
 # The verifiers (cross-encoders over uncertain candidates, docs/models.md "The verifier"), each an overlay in
 # modelcache_svc/verifiers/ on a packaged base: English from all-MiniLM-L6-v2 on QQP's training pairs, Chinese
 # from multilingual-e5-small on LCQMC's and PAWS-X's dev splits; one epoch, seed 0; the band and cut-off
-# fitted on held-out training pairs against the served embedding model. English: a second epoch (lr 2e-5,
+# fitted on held-out training pairs against the served embedding model, for F0.5 (Chinese) and F0.75 (English:
+# at F0.5 it halved gptcache_mock's right hits, docs/hit-quality.md "Third round"). English: a second epoch (lr 2e-5,
 # another batch order) from the first; the held-out pairs stay the same. About 2 x 17 + 10 minutes on 2 cores.
 verifiers: setup
 	$(VENV)/bin/modelcache-svc train --cross-encoder --base packaged:all-MiniLM-L6-v2 \
@@ -69,7 +70,7 @@ verifiers: setup
 		--holdout 3000 --verifier-embedding-model packaged:minilm-cache-en
 	$(VENV)/bin/modelcache-svc train --cross-encoder --base packaged:all-MiniLM-L6-v2 \
 		--init build/verifiers/verifier-en1 --pairs $(TRAIN)/qqp_train_en.jsonl --out build/verifiers/verifier-en \
-		--epochs 1 --lr 2e-5 --threads 2 --seed 0 --batch-seed 1 --holdout 3000 \
+		--epochs 1 --lr 2e-5 --threads 2 --seed 0 --batch-seed 1 --holdout 3000 --verifier-beta 0.75 \
 		--verifier-embedding-model packaged:minilm-cache-en --pack modelcache_svc/verifiers/verifier-en
 	$(VENV)/bin/modelcache-svc train --cross-encoder --base packaged:multilingual-e5-small \
 		--pairs $(TRAIN)/lcqmc_valid_zh.jsonl $(TRAIN)/pawsx_valid_zh.jsonl --out build/verifiers/verifier-zh \

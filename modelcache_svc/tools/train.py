@@ -327,6 +327,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--verifier-embedding-model", default=None, metavar="MODEL",
                    help="--cross-encoder: the served embedding model the verifier's band is fitted against "
                    "(default packaged:minilm-cache-en)")
+    p.add_argument("--verifier-beta", type=float, default=0.5,
+                   help="--cross-encoder: the F-beta the band and cut-off are chosen for (default 0.5: precision "
+                   "counts twice; 1 = F1)")
     p.add_argument("--checkpoint-every", type=int, default=200, help="--cross-encoder: steps between checkpoints")
     p.add_argument("--resume", action="store_true", help="--cross-encoder: go on from OUT/checkpoint.pt")
     p.add_argument("--init", type=Path, default=None, metavar="DIR",
@@ -417,7 +420,7 @@ def _run_cross_encoder(args: argparse.Namespace, files: list[Path]) -> int:
     held = read_pairs(args.out / "held_out.jsonl")
     if held:
         record["fit"] = fit(args.out, args.verifier_embedding_model or "packaged:minilm-cache-en", held,
-                            quiet=args.json)
+                            beta=args.verifier_beta, quiet=args.json)
     if args.pack:
         from ..embedding.models import resolve_model
         from ..embedding.overlay import pack
