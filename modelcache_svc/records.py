@@ -138,6 +138,15 @@ class QueryResult:
 
 
 @dataclass(frozen=True, slots=True)
+class InsertResult:
+    """One id per entry of an Insert, "" for an entry the cacheability policy refused; ``uncacheable``,
+    parallel to the ids, the class that refused each one ("" for a stored one)."""
+
+    ids: list[str]
+    uncacheable: list[str]
+
+
+@dataclass(frozen=True, slots=True)
 class ApiKeyRecord:
     id: str
     tenant: str

@@ -208,7 +208,7 @@ class Learner:
         action = (f"entry {entry_id} no longer serves this chat, nor any less similar than {similarity:.4f} "
                   "(its floor)")
         if answer:
-            new_id = (await core.insert(principal, scope, [NewEntry(tuple(key.messages), answer)]))[0]
+            new_id = (await core.insert(principal, scope, [NewEntry(tuple(key.messages), answer)])).ids[0]
             action += f"; the right answer is cached for this chat as entry {new_id}"
         return action
 

@@ -36,7 +36,8 @@ from .querylog import QueryLog, QueryLogRow
 from .tenants import ADMIN, Principal, TenantRegistry
 from ..embedding import EmbeddingBatcher
 from ..records import (
-    CacheabilityAction, EntryLearning, EntryRow, MatchKind, Message, NewEntry, QueryResult, Scope, Tenant, TenantConfig,
+    CacheabilityAction, EntryLearning, EntryRow, InsertResult, MatchKind, Message, NewEntry, QueryResult, Scope, Tenant,
+    TenantConfig,
 )
 from .vector_memo import VectorMemo
 from .verifier_gate import MAX_VERIFIED, Gate, gate_for
@@ -460,18 +461,13 @@ class CacheCore:
             else:
                 del self._inflight[key]
 
-    async def insert(
-        self, principal: Principal, scope: Scope, entries: Sequence[NewEntry], refused: list[str] | None = None
-    ) -> list[str]:
-        """One id per entry; "" for an entry the cacheability policy refused. ``refused``, when given,
-        receives parallel to the ids the class that refused each entry ("" for a stored one)."""
+    async def insert(self, principal: Principal, scope: Scope, entries: Sequence[NewEntry]) -> InsertResult:
+        """One id per entry, "" for an entry the cacheability policy refused, and the class that refused it."""
         with self._admit(scope.tenant):
-            return await self._insert(principal, scope, entries, refused)
+            return await self._insert(principal, scope, entries)
 
-    async def _insert(
-        self, principal: Principal, scope: Scope, entries: Sequence[NewEntry], refused: list[str] | None = None
-    ) -> list[str]:
-        refused = [] if refused is None else refused
+    async def _insert(self, principal: Principal, scope: Scope, entries: Sequence[NewEntry]) -> InsertResult:
+        refused: list[str] = []
         tenant = await self._scope(principal, scope)
         limits = self.settings.limits
         if not entries:
@@ -526,7 +522,7 @@ class CacheCore:
                 )
             )
         if not rows:
-            return [""] * len(entries)
+            return InsertResult([""] * len(entries), refused)
         groups = _by_embedder(embedders)
         vectors = {e.model_id: await self._embed_entries(e, [keys[i].question for i in idx]) for e, idx in groups}
         # Scalar row first, then the vector: a vector without a row is never served.
@@ -557,11 +553,11 @@ class CacheCore:
         if tenant.config.max_entries:
             await self._enforce_capacity(tenant)
         if len(ids) == len(entries):
-            return ids
+            return InsertResult(ids, refused)
         out = [""] * len(entries)
         for position, entry_id in zip(stored, ids, strict=True):
             out[position] = entry_id
-        return out
+        return InsertResult(out, refused)
 
     def _stamps(self, now: float, n: int) -> list[float]:
         """n strictly increasing instants from now on, each later than any this process gave before."""

@@ -153,9 +153,8 @@ class GrpcFrontEnd:
         return result_to_pb(result)
 
     async def _insert(self, r: pb.InsertRequest, p: Principal, rid: str) -> pb.InsertResponse:
-        refused: list[str] = []
-        ids = await self.core.insert(p, scope_from_pb(r.scope), [entry_from_pb(e) for e in r.entries], refused)
-        return pb.InsertResponse(ids=ids, uncacheable=refused)
+        result = await self.core.insert(p, scope_from_pb(r.scope), [entry_from_pb(e) for e in r.entries])
+        return pb.InsertResponse(ids=result.ids, uncacheable=result.uncacheable)
 
     async def _remove(self, r: pb.RemoveRequest, p: Principal, rid: str) -> pb.RemoveResponse:
         return pb.RemoveResponse(removed=await self.core.remove(p, scope_from_pb(r.scope), list(r.ids)))

@@ -225,12 +225,11 @@ class ModelCacheEndpoint:
             if not isinstance(item, dict) or not isinstance(item.get("answer"), str):
                 raise errors.InvalidArgument(f"chat_info[{i}] must be an object with a 'query' and a string 'answer'")
             entries.append(NewEntry(tuple(_messages(item.get("query"), f"chat_info[{i}].query")), item["answer"]))
-        refused: list[str] = []
-        ids = await self.core.insert(principal, Scope(self.tenant, model), entries, refused)
+        inserted = await self.core.insert(principal, Scope(self.tenant, model), entries)
         self._remember(model)
-        result: Result = {"errorCode": 0, "errorDesc": "", "writeStatus": "success", "ids": ids}
-        if any(refused):
-            result["uncacheable"] = refused
+        result: Result = {"errorCode": 0, "errorDesc": "", "writeStatus": "success", "ids": inserted.ids}
+        if any(inserted.uncacheable):
+            result["uncacheable"] = inserted.uncacheable
         return result
 
     async def _remove(self, principal: Principal, body: dict[str, Any], request: Request, start: float) -> Result:

@@ -169,8 +169,8 @@ async def mc_insert(core: CacheCore, principal: Principal, args: Sequence[bytes]
         raise InvalidArgument("TTL must not be negative")
     metadata = parse_metadata(opts["META"]) if "META" in opts else {}
     verifies = text(opts["VERIFIES"], "VERIFIES") if "VERIFIES" in opts else ""
-    ids = await core.insert(principal, where, [NewEntry(tuple(messages), answer, ttl, metadata, verifies)])
-    return ids[0] or None
+    inserted = await core.insert(principal, where, [NewEntry(tuple(messages), answer, ttl, metadata, verifies)])
+    return inserted.ids[0] or None
 
 
 async def mc_feedback(core: CacheCore, principal: Principal, args: Sequence[bytes]) -> Reply:
@@ -220,8 +220,8 @@ async def mc_set(core: CacheCore, principal: Principal, args: Sequence[bytes]) -
     ttl = integer_arg(opts["EX"], "EX") if "EX" in opts else 0
     if ttl < 0:
         raise InvalidArgument("EX must not be negative")
-    ids = await core.insert(principal, where, [NewEntry((question,), answer, ttl)])
-    return Simple("OK") if ids[0] else None
+    inserted = await core.insert(principal, where, [NewEntry((question,), answer, ttl)])
+    return Simple("OK") if inserted.ids[0] else None
 
 
 # name -> (handler, arity, most arguments or 0 for no bound). Arity as Redis counts it, the name

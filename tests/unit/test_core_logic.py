@@ -93,7 +93,7 @@ class Harness:
     clock: FakeClock
 
     async def insert(self, question: str, answer: str, scope: Scope = SCOPE, ttl: int = 0) -> str:
-        [entry_id] = await self.core.insert(ADMIN, scope, [NewEntry((user(question),), answer, ttl)])
+        [entry_id] = (await self.core.insert(ADMIN, scope, [NewEntry((user(question),), answer, ttl)])).ids
         return entry_id
 
     async def query(self, question: str, scope: Scope = SCOPE, threshold: float | None = None) -> QueryResult:
