@@ -2,11 +2,13 @@
 
 With the verifier on, a candidate's similarity s (common threshold scale) falls in one of three places:
 - s >= max(threshold, band_high): the cosine serves alone (the verifier is not asked);
-- band_low <= s < max(threshold, band_high): the verifier reads both questions and serves when its
+- low <= s < max(threshold, band_high): the verifier reads both questions and serves when its
   probability is at least the cut-off (the tenant's, else the model's fitted one);
-- s < band_low: never served.
-So the threshold keeps its meaning of "where the cosine alone may serve", and below it only the verifier
-serves. The band and the cut-off are fitted on held-out training pairs (tools/fit_verifier.py).
+- s < low: never served.
+``low`` is the band's own lower edge under the server's default threshold, and the threshold itself when
+one is given (by the request or the tenant): a given threshold stays a floor no hit goes below, and the
+verifier only ever takes hits away above it. The band and the cut-off are fitted on held-out training
+pairs (tools/fit_verifier.py).
 """
 
 from __future__ import annotations
@@ -38,13 +40,15 @@ class Gate:
 
 
 def gate_for(
-    band_low: float, band_high: float, model_cutoff: float, tenant_on: bool | None, tenant_cutoff: float | None
+    band_low: float, band_high: float, model_cutoff: float, tenant_on: bool | None, tenant_cutoff: float | None,
+    given_threshold: float | None = None,
 ) -> Gate | None:
-    """The gate of a tenant (None: the verifier is off for it)."""
+    """The gate of a tenant (None: the verifier is off for it). ``given_threshold``: the threshold when the
+    request or the tenant sets one (None: the server's default applies)."""
     if tenant_on is False:
         return None
     cutoff = model_cutoff if tenant_cutoff is None else tenant_cutoff
-    return Gate(band_low, band_high, cutoff)
+    return Gate(band_low if given_threshold is None else given_threshold, band_high, cutoff)
 
 
 def check_cutoff(value: float | None) -> None:

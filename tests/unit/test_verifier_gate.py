@@ -25,6 +25,14 @@ def test_a_threshold_above_the_band_widens_what_the_verifier_reads() -> None:
     assert gate.floor(0.60) == 0.60  # a looser threshold reads lower candidates too
 
 
+def test_a_given_threshold_is_a_floor() -> None:
+    gate = gate_for(0.76, 0.89, 0.5, None, None, 0.999)
+    assert gate is not None and gate.floor(0.999) == 0.999
+    assert not gate.uncertain(0.98, 0.999) and not gate.sure(0.98, 0.999)
+    loose = gate_for(0.76, 0.89, 0.5, None, None, 0.70)
+    assert loose is not None and loose.uncertain(0.72, 0.70)  # looser than the band: the verifier decides there
+
+
 def test_tenant_settings() -> None:
     assert gate_for(0.7, 0.9, 0.4, False, None) is None
     assert gate_for(0.7, 0.9, 0.4, None, None) == Gate(0.7, 0.9, 0.4)
