@@ -22,18 +22,22 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidArgument
 from ..records import (  # noqa: F401 - the JSON form is re-exported for the client and the CLI
     CacheabilityAction,
     CacheabilityPolicy,
     CacheabilityRule,
+    Tenant,
     action_named,
     policy_from_dict,
     policy_to_dict,
 )
 from .detectors import BUILT_IN_CLASSES, MAX_CHECKED_CHARS, detect
+
+if TYPE_CHECKING:
+    from ..metrics import Metrics
 
 Action = CacheabilityAction
 DEFAULT_SHORT_TTL_S = 300
@@ -239,3 +243,13 @@ def check_policy(policy: CacheabilityPolicy) -> CacheabilityPolicy:
 def metric_class(klass: str) -> str:
     """The metric label of a class: a tenant's rule names stay out of label values."""
     return "rule" if klass.startswith(RULE_PREFIX) else klass
+
+
+def judge(tenant: Tenant, question: str, call: str, metrics: Metrics) -> Verdict | None:
+    """The tenant's verdict on a question (Query and Insert alike), counted when flagged."""
+    # Not timed per call (a histogram observation costs more than a repeated question's check);
+    # `modelcache-svc policy-eval` measures it.
+    verdict = compiled(tenant.config.cacheability).judge(question)
+    if verdict is not None:
+        metrics.flagged(tenant.name, call, metric_class(verdict.klass), verdict.action.value)
+    return verdict

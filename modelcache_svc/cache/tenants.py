@@ -21,8 +21,8 @@ from ..errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied,
 from ..stores.base import ScalarStore
 from .cacheability import check_policy
 from .verifier_gate import check_cutoff
-from ..limits import check_tenant_name
-from ..records import ApiKeyRecord, Tenant, TenantConfig
+from ..limits import check_model_name, check_tenant_name
+from ..records import ApiKeyRecord, Scope, Tenant, TenantConfig
 
 CACHE_TTL_S = 2.0
 T = TypeVar("T")
@@ -133,6 +133,18 @@ class TenantRegistry:
                 self._tenants.clear()
         if tenant is None:
             raise NotFound(f"tenant {name!r} does not exist; create it first (TenantService.CreateTenant)")
+        return tenant
+
+    async def for_caller(self, principal: Principal, name: str) -> Tenant:
+        """The tenant a call names, once the caller may reach it."""
+        check_tenant_name(name)
+        principal.check_tenant(name)
+        return await self.get(name)
+
+    async def for_scope(self, principal: Principal, scope: Scope) -> Tenant:
+        """The tenant of a call's scope, once the caller may reach it and the model name is valid."""
+        tenant = await self.for_caller(principal, scope.tenant)
+        check_model_name(scope.model)
         return tenant
 
     async def create(self, name: str, config: TenantConfig) -> Tenant:

@@ -18,8 +18,10 @@ with the model that made it. Import writes them back under the same ids:
   stricter policy here still refuses to serve them at query time;
 - a bad entry is rejected with its position and reason, and the rest of the call is written.
 
-The core's private helpers (``_run``, ``_clock``, ``_flush_hits``, ``_enforce_capacity``) are used as
-feedback.py uses them: this module is part of the core, kept apart because it is one idea.
+CacheCore (service.py) delegates Export and Import here, handing over what they need: the runtime (stores,
+embedders, clock), the hit counter (export flushes it: the hits served so far are in the counts exported),
+and for import the admin room (a tenant created with the carried settings) and the writer (eviction past
+the tenant's max_entries).
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -36,12 +37,13 @@ from ..embedding import EmbeddingBatcher
 from ..errors import AlreadyExists, InvalidArgument, NotFound
 from ..limits import check_model_name, check_tenant_name
 from ..records import CarriedEntry, EntryLearning, EntryRow, ExportPage, ImportReport, Message, Tenant, TenantConfig
+from .admin import Admin
+from .hits import HitCounter
 from .keys import ENTRY_ID, ChatKey, chat_key, check_answer, check_metadata
-from .tenants import Principal
+from .runtime import Runtime
+from .tenants import Principal, TenantRegistry
 from .window import keyed_past_window
-
-if TYPE_CHECKING:
-    from .service import CacheCore
+from .writer import Writer
 
 PAGE = 256
 MAX_PAGE = 1_000
@@ -54,7 +56,8 @@ MAX_HIT_COUNT = 2**62
 
 # -- export ----------------------------------------------------------------------------------------
 async def export_page(
-    core: CacheCore, principal: Principal, name: str, model: str, after_id: str, limit: int, with_vectors: bool
+    rt: Runtime, tenants: TenantRegistry, hits: HitCounter,
+    principal: Principal, name: str, model: str, after_id: str, limit: int, with_vectors: bool,
 ) -> ExportPage:
     principal.check_admin()
     check_tenant_name(name)
@@ -65,12 +68,12 @@ async def export_page(
     limit = limit or PAGE
     if not 0 < limit <= MAX_PAGE:
         raise InvalidArgument(f"limit must be 1..{MAX_PAGE}")
-    tenant = await core.tenants.get(name)
-    await core._flush_hits()  # the hits served so far are in the counts exported
-    total = await core._run(core.scalar.count_entries, name, model or None)
-    rows = await core._run(core.scalar.entries_of_tenant, name, after_id, limit)
+    tenant = await tenants.get(name)
+    await hits.flush()  # the hits served so far are in the counts exported
+    total = await rt.run(rt.scalar.count_entries, name, model or None)
+    rows = await rt.run(rt.scalar.entries_of_tenant, name, after_id, limit)
     next_after = rows[-1].id if len(rows) == limit else ""
-    now = core._clock()
+    now = rt.clock()
     taken: list[EntryRow] = []
     size = 0
     for row in rows:
@@ -85,8 +88,8 @@ async def export_page(
     if with_vectors:
         for embed_model in sorted({r.embed_model for r in taken}):
             ids = [r.id for r in taken if r.embed_model == embed_model]
-            vectors.update(await core._run(core.vector.vectors_of, embed_model, ids))
-    learning = await core._run(core.scalar.learning_of, [r.id for r in taken]) if taken else {}
+            vectors.update(await rt.run(rt.vector.vectors_of, embed_model, ids))
+    learning = await rt.run(rt.scalar.learning_of, [r.id for r in taken]) if taken else {}
     entries = [_carried(r, vectors.get(r.id), learning.get(r.id)) for r in taken]
     return ExportPage(Tenant(tenant.name, tenant.config, tenant.created_at, total), entries, next_after, total)
 
@@ -121,17 +124,18 @@ class _Staged:
 
 
 async def import_entries(
-    core: CacheCore, principal: Principal, name: str, config: TenantConfig | None, entries: Sequence[CarriedEntry]
+    rt: Runtime, admin: Admin, writer: Writer,
+    principal: Principal, name: str, config: TenantConfig | None, entries: Sequence[CarriedEntry],
 ) -> ImportReport:
     principal.check_admin()
     check_tenant_name(name)
-    limit = core.settings.limits.max_entries_per_insert
+    limit = rt.settings.limits.max_entries_per_insert
     if len(entries) > limit:
         raise InvalidArgument(f"too many entries: {len(entries)} > {limit} per call")
     report = ImportReport()
-    tenant, report.tenant_created = await _tenant(core, principal, name, config)
-    staged = await _stage(core, tenant, entries, report)
-    found = await core._run(core.scalar.get_entries, [s.entry.id for s in staged], 0.0) if staged else {}
+    tenant, report.tenant_created = await _tenant(admin, principal, name, config)
+    staged = await _stage(rt, tenant, entries, report)
+    found = await rt.run(rt.scalar.get_entries, [s.entry.id for s in staged], 0.0) if staged else {}
     new: list[_Staged] = []
     present: list[_Staged] = []
     for s in staged:
@@ -144,38 +148,38 @@ async def import_entries(
         else:
             report.rejected.append((s.index, f"id {s.entry.id} belongs to another tenant or model here"))
     if new:
-        await _write_new(core, name, new, report)
+        await _write_new(rt, name, new, report)
     if present:
-        await _update_changed(core, name, present, found, report)
+        await _update_changed(rt, name, present, found, report)
         report.present = len(present) - report.updated
-        await _complete_vectors(core, name, present, found)
+        await _complete_vectors(rt, name, present, found)
     if report.created and tenant.config.max_entries:
-        await core._enforce_capacity(tenant)
+        await writer.enforce_capacity(tenant)
     report.rejected.sort()
     return report
 
 
 async def _tenant(
-    core: CacheCore, principal: Principal, name: str, config: TenantConfig | None
+    admin: Admin, principal: Principal, name: str, config: TenantConfig | None
 ) -> tuple[Tenant, bool]:
     """The tenant, created with the carried settings when it does not exist; and whether it was."""
     try:
-        return await core.tenants.get(name), False
+        return await admin.tenants.get(name), False
     except NotFound:
         if config is None:
             raise NotFound(f"tenant {name!r} does not exist here, and the import carries no settings for it") from None
     try:
-        return await core.create_tenant(principal, name, config), True
+        return await admin.create_tenant(principal, name, config), True
     except AlreadyExists:  # another import created it meanwhile
-        return await core.tenants.get(name), False
+        return await admin.tenants.get(name), False
 
 
 async def _stage(
-    core: CacheCore, tenant: Tenant, entries: Sequence[CarriedEntry], report: ImportReport
+    rt: Runtime, tenant: Tenant, entries: Sequence[CarriedEntry], report: ImportReport
 ) -> list[_Staged]:
     """Validate and key each entry; the bad ones go to report.rejected, the expired to report.expired."""
-    limits = core.settings.limits
-    now = core._clock()
+    limits = rt.settings.limits
+    now = rt.clock()
     seen: set[str] = set()
     staged: list[_Staged] = []
     for i, e in enumerate(entries):
@@ -200,17 +204,17 @@ async def _stage(
         if e.expires_at is not None and e.expires_at <= now:
             report.expired += 1
             continue
-        embedder = await core.embedders.for_text(tenant.config.embedding_model, key.question)
+        embedder = await rt.embedders.for_text(tenant.config.embedding_model, key.question)
         staged.append(_Staged(i, e, keyed_past_window(key, embedder.tail_past_window(key.question)), embedder))
     return staged
 
 
-async def _write_new(core: CacheCore, name: str, new: list[_Staged], report: ImportReport) -> None:
+async def _write_new(rt: Runtime, name: str, new: list[_Staged], report: ImportReport) -> None:
     """Rows first, then vectors, as Insert writes; then what feedback taught about the created ones."""
     vectors = await _vectors(new, report)
     rows = [_row(name, s) for s in new]
-    results = await core._run(core.scalar.upsert_entries, rows)
-    core.exact_cache.forget_keys((name, s.entry.model, s.key.exact_key) for s in new)  # merged: new answers
+    results = await rt.run(rt.scalar.upsert_entries, rows)
+    rt.exact_cache.forget_keys((name, s.entry.model, s.key.exact_key) for s in new)  # merged: new answers
     learning: dict[str, EntryLearning] = {}
     for s, (stored_id, created) in zip(new, results, strict=True):
         s.row_id = stored_id
@@ -220,15 +224,15 @@ async def _write_new(core: CacheCore, name: str, new: list[_Staged], report: Imp
                 learning[stored_id] = s.entry.learning
         else:
             report.merged += 1
-    await _insert_vectors(core, name, new, vectors)
+    await _insert_vectors(rt, name, new, vectors)
     if learning:
-        await core._run(core.scalar.restore_learning, name, learning, core._clock())
+        await rt.run(rt.scalar.restore_learning, name, learning, rt.clock())
     if report.created:
-        core.metrics.count(core.metrics.inserted, core.metrics.tenant_label(name), amount=report.created)
+        rt.metrics.count(rt.metrics.inserted, rt.metrics.tenant_label(name), amount=report.created)
 
 
 async def _update_changed(
-    core: CacheCore, name: str, present: list[_Staged], found: dict[str, EntryRow], report: ImportReport
+    rt: Runtime, name: str, present: list[_Staged], found: dict[str, EntryRow], report: ImportReport
 ) -> None:
     """Entries already here whose answer, metadata, expiry or chat the file changes (a catch-up import of a
     newer export): the content is the file's, the id, stamps and hit count stay this server's."""
@@ -240,12 +244,12 @@ async def _update_changed(
             changed.append((s, row.answer != new.answer))
     if not changed:
         return
-    await core._run(core.scalar.upsert_entries, [_row(name, s) for s, _ in changed])  # replaces the content only
-    core.exact_cache.forget_keys((name, s.entry.model, s.key.exact_key) for s, _ in changed)
+    await rt.run(rt.scalar.upsert_entries, [_row(name, s) for s, _ in changed])  # replaces the content only
+    rt.exact_cache.forget_keys((name, s.entry.model, s.key.exact_key) for s, _ in changed)
     # A new answer dropped what was learned about the old one; what the file carries is about the new one.
     learning = {s.row_id: s.entry.learning for s, new_answer in changed if new_answer and s.entry.learning}
     if learning:
-        await core._run(core.scalar.restore_learning, name, learning, core._clock())
+        await rt.run(rt.scalar.restore_learning, name, learning, rt.clock())
     report.updated = len(changed)
 
 
@@ -291,7 +295,7 @@ async def _vectors(staged: list[_Staged], report: ImportReport | None) -> list[n
     return [v for v in out if v is not None]
 
 
-async def _insert_vectors(core: CacheCore, name: str, staged: list[_Staged], vectors: list[np.ndarray]) -> None:
+async def _insert_vectors(rt: Runtime, name: str, staged: list[_Staged], vectors: list[np.ndarray]) -> None:
     last = {s.row_id: i for i, s in enumerate(staged)}  # two chats merged into one row: one vector for it
     groups: dict[tuple[str, str], list[int]] = {}
     for i, s in enumerate(staged):
@@ -299,17 +303,17 @@ async def _insert_vectors(core: CacheCore, name: str, staged: list[_Staged], vec
             groups.setdefault((s.embedder.model_id, s.entry.model), []).append(i)
     for (embed_model, model), idx in groups.items():
         items = [(staged[i].row_id, staged[i].key.context_hash) for i in idx]
-        await core._run(core.vector.insert, embed_model, name, model, items, np.stack([vectors[i] for i in idx]))
+        await rt.run(rt.vector.insert, embed_model, name, model, items, np.stack([vectors[i] for i in idx]))
 
 
-async def _complete_vectors(core: CacheCore, name: str, present: list[_Staged], found: dict[str, EntryRow]) -> None:
+async def _complete_vectors(rt: Runtime, name: str, present: list[_Staged], found: dict[str, EntryRow]) -> None:
     """Entries already here: add the vector an interrupted import left out (rows embedded by another
     model than this server's are reindex's business)."""
     current = [s for s in present if found[s.row_id].embed_model == s.embedder.model_id]
     missing: list[_Staged] = []
     for model_id in sorted({s.embedder.model_id for s in current}):
         group = [s for s in current if s.embedder.model_id == model_id]
-        have = await core._run(core.vector.existing_ids, model_id, group[0].embedder.dim, [s.row_id for s in group])
+        have = await rt.run(rt.vector.existing_ids, model_id, group[0].embedder.dim, [s.row_id for s in group])
         missing.extend(s for s in group if s.row_id not in have)
     if missing:
-        await _insert_vectors(core, name, missing, await _vectors(missing, None))
+        await _insert_vectors(rt, name, missing, await _vectors(missing, None))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from .._wire import pb, pb_grpc, policy_from_pb, policy_to_pb
-from ..cache.service import ScopeStats
+from ..cache.admin import ScopeStats
 from ..records import (
     CarriedEntry,
     EntryLearning,

@@ -100,7 +100,7 @@ def test_a_failure_inside_metrics_never_fails_a_request(server: ThreadServer) ->
 def test_query_log_rows_carry_the_sequence_with_latency(server: ThreadServer) -> None:
     scripted_sequence(server)
     server.call(server.core.query_log.flush())
-    rows = server.call(server.core._run(server.core.scalar.query_log_since, "default", None, 0.0))
+    rows = server.call(server.core.runtime.run(server.core.scalar.query_log_since, "default", None, 0.0))
     kinds = sorted(k for _, k, _ in rows)
     assert kinds == ["error", "exact", "exact", "exact", "miss", "miss", "semantic", "semantic"]
     assert all(latency > 0 for _, _, latency in rows)
@@ -120,7 +120,7 @@ def test_request_id_is_echoed_and_logged(server: ThreadServer) -> None:
         _, call = stub.Query.with_call(request, metadata=(("x-request-id", "req-42"),), timeout=30)
         assert dict(call.trailing_metadata())["x-request-id"] == "req-42"
     server.call(server.core.query_log.flush())
-    rows = server.call(server.core._run(server.core.scalar.query_log_since, "default", MODEL, 0.0))
+    rows = server.call(server.core.runtime.run(server.core.scalar.query_log_since, "default", MODEL, 0.0))
     assert rows
 
 

@@ -128,10 +128,10 @@ def test_repair_restores_missing_vectors_and_drops_orphans(server: ThreadServer)
                                                Entry(user("Who wrote Hamlet?"), "Shakespeare")])
         assert c.repair() == {"rows_checked": 2, "vectors_added": 0, "vectors_removed": 0}
         # A crash between the two writes: the row without its vector.
-        server.call(server.core._run(server.core.vector.delete_ids, [ids[0]]))
+        server.call(server.core.runtime.run(server.core.vector.delete_ids, [ids[0]]))
         assert not c.query("default", MODEL, user("How can I reverse a Python list?")).hit
         # A failed delete: the vector without its row.
-        server.call(server.core._run(server.core.scalar.delete_ids, [ids[1]]))
+        server.call(server.core.runtime.run(server.core.scalar.delete_ids, [ids[1]]))
         assert not c.query("default", MODEL, user("Who was the author of Hamlet?")).hit
         assert c.repair() == {"rows_checked": 1, "vectors_added": 1, "vectors_removed": 1}
         assert c.query("default", MODEL, user("How can I reverse a Python list?")).id == ids[0]

@@ -109,7 +109,7 @@ QUESTIONS = [f"What is fact number {i} about topic {i * 7 % 13}?" for i in range
 @pytest.mark.parametrize("policy", ["lru", "lfu", "fifo"])
 def test_capacity_evicts_by_policy(server: ThreadServer, policy: str) -> None:
     clock = [1_000_000.0]
-    server.core._clock = lambda: clock[0]  # a deterministic clock for ordering, nothing else changes
+    server.core.runtime.clock = lambda: clock[0]  # a deterministic clock for ordering, nothing else changes
     with server.client() as c:
         c.create_tenant("capped", max_entries=100, eviction_policy=policy)
         for i in range(0, 100, 10):  # fills the tenant, one batch per tick
