@@ -103,7 +103,8 @@ class Lookup:
         verifier = self.verifiers.for_text(key.question) if tenant.config.verifier is not False else None
         gate = None if verifier is None else gate_for(
             verifier.options.band_low, verifier.options.band_high, verifier.options.cutoff,
-            tenant.config.verifier, tenant.config.verifier_cutoff)
+            tenant.config.verifier, tenant.config.verifier_cutoff,
+            threshold if explicit or tenant.config.similarity_threshold is not None else None)
         floor = self.learner.candidate_floor(tenant, threshold, explicit)
         if gate is not None:
             floor = min(floor, gate.floor(threshold))
