@@ -108,18 +108,8 @@ def train(
     _, source = resolve_model(base)
     if prefix is None:
         prefix = default_prompt(Path(source)) if Path(str(source)).is_dir() else ""
-    pairs: list[Pair] = []
-    files = []
-    for path in pairs_files:
-        rows = read_pairs(path)
-        files.append({"path": str(path), "sha256": sha256(path), "rows": len(rows)})
-        pairs.extend(rows)
-    if not pairs:
-        raise SystemExit("no labelled pairs in the files given")
     # A held-out slice of the training pairs (never the eval files) fits the similarity scale.
-    random.Random(seed).shuffle(pairs)
-    holdout = min(holdout, len(pairs) // 5)
-    held, pairs = pairs[:holdout], pairs[holdout:]
+    files, held, pairs = split_pairs(pairs_files, seed, holdout)
 
     model = SentenceTransformer(str(source), device="cpu")
     model.max_seq_length = max_seq_length
@@ -131,12 +121,7 @@ def train(
     batches = length_batches(pairs, batch_size, seed)
     per_epoch = len(batches)
     total = max_steps or max(1, int(per_epoch * epochs))
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimiser = torch.optim.AdamW(trainable, lr=lr, weight_decay=0.01)
-    warmup = max(1, int(0.1 * total))
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimiser, lambda step: min((step + 1) / warmup, max(0.0, (total - step) / max(1, total - warmup)))
-    )
+    trainable, optimiser, schedule = optimiser_for(torch, model, lr, total)
 
     losses: list[float] = []
     step = 0
@@ -208,6 +193,35 @@ def train(
     }
     (out / PROVENANCE).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return record
+
+
+def split_pairs(
+    pairs_files: list[Path], seed: int, holdout: int
+) -> tuple[list[dict[str, Any]], list[Pair], list[Pair]]:
+    """(the files' records, held-out pairs, training pairs): every file read, shuffled by seed, and at most a
+    fifth held out."""
+    pairs: list[Pair] = []
+    files = []
+    for path in pairs_files:
+        rows = read_pairs(path)
+        files.append({"path": str(path), "sha256": sha256(path), "rows": len(rows)})
+        pairs.extend(rows)
+    if not pairs:
+        raise SystemExit("no labelled pairs in the files given")
+    random.Random(seed).shuffle(pairs)
+    holdout = min(holdout, len(pairs) // 5)
+    return files, pairs[:holdout], pairs[holdout:]
+
+
+def optimiser_for(torch: Any, model: Any, lr: float, total: int) -> tuple[list[Any], Any, Any]:
+    """AdamW over the parameters that train, with a linear warm-up over 10 % of the steps and a linear decay."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimiser = torch.optim.AdamW(trainable, lr=lr, weight_decay=0.01)
+    warmup = max(1, int(0.1 * total))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda step: min((step + 1) / warmup, max(0.0, (total - step) / max(1, total - warmup)))
+    )
+    return trainable, optimiser, schedule
 
 
 def halve_weights(folder: Path) -> None:
@@ -300,15 +314,15 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--pairs", action="append", required=True, type=Path, nargs="+", help="pair files (.jsonl)")
     p.add_argument("--out", required=True, type=Path, help="the model folder to write")
     p.add_argument("--base", default="packaged:all-MiniLM-L6-v2", help="model to start from (a spec or a folder)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=2e-5)
+    p.add_argument("--batch-size", type=int, default=None, help="default 64 (--cross-encoder: 32)")
+    p.add_argument("--lr", type=float, default=None, help="default 2e-5 (--cross-encoder: 4e-5)")
     p.add_argument("--epochs", type=float, default=1.0)
     p.add_argument("--max-steps", type=int, default=0, help="stop after N steps (0: --epochs decides)")
     p.add_argument("--time-budget", type=float, default=0.0, help="stop after S seconds (0: none)")
     p.add_argument("--stop-after", type=int, default=0,
                    help="stop after N steps, the learning-rate schedule still planned for --epochs (0: none)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-seq-length", type=int, default=64)
+    p.add_argument("--max-seq-length", type=int, default=None, help="default 64 (--cross-encoder: 96, both texts)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--train-embeddings", action="store_true",
                    help="update the word embeddings too (default: frozen, a third less time per step)")
@@ -323,7 +337,7 @@ def add_parser(sub: Any) -> None:
                    help="no training: fit --base's similarity scale on --holdout pairs into OUT/modelcache.json")
     p.add_argument("--cross-encoder", action="store_true",
                    help="train the verifier instead: a cross-encoder over (question, cached question) pairs "
-                   "(tools/train_verifier.py; batch 32, lr 4e-5, max length 96 unless given)")
+                   "(tools/train_verifier.py)")
     p.add_argument("--verifier-embedding-model", default=None, metavar="MODEL",
                    help="--cross-encoder: the served embedding model the verifier's band is fitted against "
                    "(default packaged:minilm-cache-en)")
@@ -367,14 +381,14 @@ def run(args: argparse.Namespace) -> int:
         files,
         args.out,
         base=args.base,
-        batch_size=args.batch_size,
-        lr=args.lr,
+        batch_size=args.batch_size or 64,
+        lr=args.lr or 2e-5,
         epochs=args.epochs,
         max_steps=args.max_steps,
         time_budget_s=args.time_budget,
         stop_after=args.stop_after,
         seed=args.seed,
-        max_seq_length=args.max_seq_length,
+        max_seq_length=args.max_seq_length or 64,
         threads=args.threads,
         prefix=args.prefix,
         freeze_embeddings=not args.train_embeddings,
@@ -407,13 +421,12 @@ def _run_cross_encoder(args: argparse.Namespace, files: list[Path]) -> int:
             raise SystemExit(f"{path}: refusing to train on an evaluation file")
         if not path.is_file():
             raise SystemExit(f"{path}: no such file")
-    given = set(sys.argv)
     record = train_verifier(
         files, args.out, base=args.base,
-        batch_size=args.batch_size if "--batch-size" in given else 32,
-        lr=args.lr if "--lr" in given else 4e-5,
+        batch_size=args.batch_size or 32,
+        lr=args.lr or 4e-5,
         epochs=args.epochs, max_steps=args.max_steps, time_budget_s=args.time_budget, seed=args.seed,
-        max_seq_length=args.max_seq_length if "--max-seq-length" in given else 96, threads=args.threads,
+        max_seq_length=args.max_seq_length or 96, threads=args.threads,
         holdout=args.holdout, checkpoint_every=args.checkpoint_every, resume=args.resume, init=args.init,
         batch_seed=args.batch_seed, quiet=args.json, command=sys.argv,
     )

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .train import PROVENANCE, Pair, length_batches, read_pairs, sha256
+from .train import PROVENANCE, length_batches, optimiser_for, split_pairs
 
 HEAD_WEIGHT = "verifier_head.weight"
 HEAD_BIAS = "verifier_head.bias"
@@ -130,17 +130,7 @@ def train(
         torch.set_num_threads(threads)
     _, resolved = resolve_model(base)
     source = Path(resolved)
-    pairs: list[Pair] = []
-    files = []
-    for path in pairs_files:
-        rows = read_pairs(path)
-        files.append({"path": str(path), "sha256": sha256(path), "rows": len(rows)})
-        pairs.extend(rows)
-    if not pairs:
-        raise SystemExit("no labelled pairs in the files given")
-    random.Random(seed).shuffle(pairs)
-    holdout = min(holdout, len(pairs) // 5)
-    held, pairs = pairs[:holdout], pairs[holdout:]
+    files, held, pairs = split_pairs(pairs_files, seed, holdout)
 
     tokenizer = AutoTokenizer.from_pretrained(str(source))
     model = build_model(torch, init or source)
@@ -150,12 +140,7 @@ def train(
     batches = length_batches(pairs, batch_size, batch_seed)
     per_epoch = len(batches)
     total = max_steps or max(1, int(per_epoch * epochs))
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimiser = torch.optim.AdamW(trainable, lr=lr, weight_decay=0.01)
-    warmup = max(1, int(0.1 * total))
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimiser, lambda step: min((step + 1) / warmup, max(0.0, (total - step) / max(1, total - warmup)))
-    )
+    trainable, optimiser, schedule = optimiser_for(torch, model, lr, total)
     losses: list[float] = []
     step = 0
     checkpoint = out / CHECKPOINT
