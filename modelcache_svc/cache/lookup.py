@@ -26,7 +26,7 @@ from .keys import ChatKey, ChatKeyMemo
 from .matching import resolve_threshold
 from .runtime import Runtime
 from .tenants import Principal, TenantRegistry
-from .verifier_gate import Gate, gate_for
+from .verifier_gate import Gate, gate_for, verifier_applies
 from .window import keyed_past_window
 
 
@@ -100,7 +100,7 @@ class Lookup:
         rt = self.runtime
         with rt.metrics.timed("embed"):
             vector = await self.embed_question(embedder, key.question)
-        verifier = self.verifiers.for_text(key.question) if tenant.config.verifier is not False else None
+        verifier = self.verifiers.for_text(key.question) if verifier_applies(tenant.config) else None
         gate = None if verifier is None else gate_for(
             verifier.options.band_low, verifier.options.band_high, verifier.options.cutoff,
             tenant.config.verifier, tenant.config.verifier_cutoff,

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import InvalidArgument
+from ..records import TenantConfig
 
 # Uncertain candidates the verifier reads per query, best similarity first (one model call for all): the
 # answer is one of the best few, and each pair costs about 1 ms (verifier/model.py).
@@ -37,6 +38,15 @@ class Gate:
 
     def uncertain(self, similarity: float, threshold: float) -> bool:
         return self.low <= similarity < max(threshold, self.high)
+
+
+def verifier_applies(config: TenantConfig) -> bool:
+    """Whether a tenant's questions go through the verifier: by default on the server's own embedding models
+    only, the ones its band and cut-off were fitted against; a tenant on a model of its own (another
+    similarity scale) gets it when it asks (``verifier: true``), and ``verifier: false`` turns it off."""
+    if config.verifier is not None:
+        return config.verifier
+    return not config.embedding_model
 
 
 def gate_for(

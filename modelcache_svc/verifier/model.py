@@ -137,8 +137,15 @@ class Verifier:
 
                 if not plain.exists():
                     export_onnx(source, plain)
-                with _quiet():
-                    quantise(plain, path)
+                # onnxruntime's quantiser logs its advice on the root logger, a line per node: not ours to pass on.
+                root = logging.getLogger()
+                level = root.level
+                root.setLevel(logging.ERROR)
+                try:
+                    with _quiet():
+                        quantise(plain, path)
+                finally:
+                    root.setLevel(level)
         self.model_id = model_id
         self.options = VerifierOptions.of_folder(source)
         self._tokenizer = pair_tokenizer(source, max_seq_length)

@@ -24,7 +24,10 @@ def test_first_start_exports_the_model_in_one_log_line(tmp_path: Path) -> None:
     assert stray == [], "output that is not a JSON log line:\n" + "\n".join(stray[:20])
     events = [json.loads(line) for line in lines if line.startswith("{")]
     export = [e for e in events if "ONNX" in e["msg"]]
-    assert len(export) == 2 and all("once" in e["msg"] for e in export), export  # one line per model
+    # One line per model: the English and the CJK embedders, and the two verifiers.
+    assert len(export) == 4 and all("once" in e["msg"] for e in export), export
+    assert len([e for e in export if e["logger"] == "modelcache_svc.verifier"]) == 2, export
+    assert len(list((cache / "verifiers").glob("*/verifier.int8.onnx"))) == 2
     # Nothing of the exporter, the fuser or faiss's loader in the logs either.
     assert [e for e in events if e["logger"].split(".")[0] not in ("modelcache_svc", "milvus_lite")] == []
     assert not any(word in line for line in lines for word in ("Warning", "Traceback", "Loading weights"))

@@ -20,18 +20,32 @@ DATA = ROOT / "tests" / "data"
 MOCK = ROOT.parent / "shared" / "eval" / "gptcache_mock_en.jsonl"
 
 
-def _eval(capsys: pytest.CaptureFixture[str], embedder: Embedder | None, *argv: str) -> list[dict[str, Any]]:
+def _eval(
+    capsys: pytest.CaptureFixture[str], embedder: Embedder | None, *argv: str, verifier: bool = False
+) -> list[dict[str, Any]]:
+    """The eval verb's reports. Without the verifier unless asked: these tests check eval's own mechanics
+    (the sweep is exact for a cosine threshold; with the verifier the configured row is the real pass)."""
     parser = argparse.ArgumentParser()
     evaluation.add_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["eval", *argv, "--json"])
+    extra = [] if verifier or "--target" in argv else ["--no-verifier"]
+    args = parser.parse_args(["eval", *argv, *extra, "--json"])
     assert evaluation.run(args, {}, embedder=embedder) == 0
     reports: list[dict[str, Any]] = json.loads(capsys.readouterr().out)
     for report in reports:
         # The sweep (one query per b) and the real queries at the configured threshold agree row by row
         # (where the threshold is known: a remote tenant without its own has the server's, unseen).
-        if report["configured"]["threshold"] is not None:
+        if report["configured"]["threshold"] is not None and not verifier:
             assert report["configured"]["sweep_disagrees"] == 0
     return reports
+
+
+def test_eval_reports_with_and_without_the_verifier(capsys: pytest.CaptureFixture[str], embedder: Embedder) -> None:
+    on, = _eval(capsys, embedder, "--dataset", str(MOCK), "--limit", "120", verifier=True)
+    off, = _eval(capsys, embedder, "--dataset", str(MOCK), "--limit", "120")
+    assert on["verifier"].startswith("packaged:verifier-en") and off["verifier"] == "off"
+    # English's band starts above the default threshold: the verifier only takes candidates away there.
+    assert on["configured"]["wrong"] <= off["configured"]["wrong"]
+    assert on["configured"]["right"] + on["configured"]["wrong"] < off["configured"]["right"] + off["configured"]["wrong"]
 
 
 def test_multi_turn_follow_ups_hit_only_after_the_same_history(

@@ -74,7 +74,9 @@ def test_wrong_on_the_entrys_own_question_replaces_or_removes_it(server: ThreadS
 
 def test_a_verification_round_trip_changes_the_entrys_threshold(server: ThreadServer) -> None:
     with server.client() as c:
-        c.create_tenant("learns", verify_rate=1.0)
+        # The learner's own thresholds, without the verifier in front of it (which would refuse FARTHER before
+        # the learner could offer it: tests/integration/test_verifier.py covers the two together).
+        c.create_tenant("learns", verify_rate=1.0, verifier=False)
         assert c.get_tenant("learns").verify_rate == 1.0
         entry = c.insert("learns", MODEL, OWN, ANSWER)
         farther = c.query("learns", MODEL, FARTHER, similarity_threshold=0.5)

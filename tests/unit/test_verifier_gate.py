@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from modelcache_svc.cache.verifier_gate import Gate, check_cutoff, gate_for
+from modelcache_svc.cache.verifier_gate import Gate, check_cutoff, gate_for, verifier_applies
 from modelcache_svc.errors import InvalidArgument
 
 
@@ -43,3 +43,13 @@ def test_tenant_settings() -> None:
 def test_cutoff_out_of_range(bad: float) -> None:
     with pytest.raises(InvalidArgument, match="verifier_cutoff"):
         check_cutoff(bad)
+
+
+def test_which_tenants_the_verifier_reads() -> None:
+    from modelcache_svc.records import TenantConfig
+
+    assert verifier_applies(TenantConfig())
+    assert not verifier_applies(TenantConfig(verifier=False))
+    # Its band was fitted on the server's models' similarities: a tenant's own model only when it asks.
+    assert not verifier_applies(TenantConfig(embedding_model="use:multilingual-v3"))
+    assert verifier_applies(TenantConfig(embedding_model="use:multilingual-v3", verifier=True))
