@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 from pathlib import Path
 from dataclasses import dataclass, field
@@ -63,8 +62,6 @@ def build_core(
     """``embedder`` / ``cjk_embedder`` / ``verifiers``: already loaded models for the default and the CJK
     model and the verifiers (tests share them between servers); otherwise all load here, before the service
     says it is ready."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     scalar = open_scalar_store(settings.resolved_scalar_uri, settings.namespace, timeout=settings.store_timeout_s)
     vector: VectorStore

@@ -324,7 +324,15 @@ def _policy_line(policy: Any) -> str:
     return policy_summary(policy)
 
 
+# The process's own defaults, set once at the entry point before anything imports huggingface_hub or
+# tokenizers (both read them at import): models load from packages and the local cache, never the network,
+# and tokenizers does not warn about forks. An operator's own value wins.
+PROCESS_ENV_DEFAULTS = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    for name, value in PROCESS_ENV_DEFAULTS.items():
+        os.environ.setdefault(name, value)
     environ = dict(os.environ)
     args = build_parser().parse_args(argv)
     try:
