@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import errors
-from .config import EMBEDDING_BACKENDS, Settings
+from .config import Settings, flag_fields, setting_help
 
 EXIT_USAGE = 2
 EXIT_ERROR = 1
@@ -27,47 +27,15 @@ def _on_off(value: str) -> bool:
 
 
 def _serve_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", help="home of the embedded stores (default ./data)")
-    p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--grpc-port", type=int, help="gRPC port (default 50051; 0 = any free port)")
-    p.add_argument("--http-port", type=int, help="metrics and health port (default 8080; 0 = off)")
-    p.add_argument("--resp-port", type=int, help="Redis-protocol port (default 6390; 0 = off)")
-    p.add_argument("--vector-uri", help="a path = Milvus Lite file, http://host:port = Milvus server")
-    p.add_argument("--scalar-uri", help="sqlite:///path or mysql://user:pass@host:port/db")
-    p.add_argument("--namespace", help="prefix of every table and collection (dev/staging/prod)")
-    p.add_argument("--admin-key", help="turns authentication on; the key that reaches everything")
-    p.add_argument("--embedding-backend", choices=list(EMBEDDING_BACKENDS), help="default onnx")
-    p.add_argument("--embedding-model",
-                   help="packaged:minilm-cache-en (default), packaged:all-MiniLM-L6-v2 or a local model folder")
-    p.add_argument("--embedding-model-cjk",
-                   help="model for questions with CJK characters in tenants on the default model "
-                   "(default packaged:e5-cache-zh; off = one model for all)")
-    p.add_argument("--similarity-threshold", type=float, help="default cosine threshold for a semantic hit")
-    p.add_argument("--verifier", help="cross-encoder over uncertain candidates (default packaged:verifier-en; a trained "
-                   "folder; off = none)")
-    p.add_argument("--verifier-cjk", help="verifier for questions with CJK characters (default packaged:verifier-zh; "
-                   "off = none)")
-    p.add_argument("--rerank-lexical-weight", type=float,
-                   help="candidates above the threshold ranked by cosine + this x word-pair overlap "
-                   "(default 0.15; 0 = off)")
-    p.add_argument("--question-vector-cache-size", type=int,
-                   help="recent question vectors remembered per model: a repeated paraphrase skips the model "
-                   "(default 10000; 0 = off)")
-    p.add_argument("--verify-answer-similarity", type=float,
-                   help="a verification write-back agrees with the entry at this cosine of the answers (default 0.9)")
-    p.add_argument("--feedback-keep-per-entry", type=int, help="feedback observations kept per entry (default 64)")
-    p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR")
-    p.add_argument("--approx-index-min-entries", type=int,
-                   help="embedded: rows of one scope and context past which an HNSW graph serves (default 20000; 0 = "
-                   "always exact)")
-    p.add_argument("--approx-index-m", type=int, help="embedded HNSW graph degree (default 32)")
-    p.add_argument("--approx-index-ef-construction", type=int, help="embedded HNSW build breadth (default 80)")
-    p.add_argument("--approx-index-ef-search", type=int, help="embedded HNSW search breadth (default 128)")
-    p.add_argument("--milvus-index-type", help="Milvus server: HNSW (default), IVF_FLAT, IVF_SQ8 or FLAT")
-    p.add_argument("--milvus-index-params", help='Milvus server: index build parameters, JSON (default '
-                   '{"M": 16, "efConstruction": 200})')
-    p.add_argument("--milvus-search-params", help='Milvus server: search parameters, JSON (default {"ef": 64})')
-    p.add_argument("--modelcache-compat-tenant", help="tenant served by POST /modelcache (default: default)")
+    """One flag per Settings field that is a flag: its help and default come from the field (config.py)."""
+    for f in flag_fields():
+        kwargs: dict[str, Any] = {"help": setting_help(f)}
+        typ = f.type if isinstance(f.type, str) else f.type.__name__
+        if typ in ("int", "float"):
+            kwargs["type"] = int if typ == "int" else float
+        if f.metadata["choices"]:
+            kwargs["choices"] = list(f.metadata["choices"])
+        p.add_argument("--" + f.name.replace("_", "-"), **kwargs)
 
 
 def _client_flags(p: argparse.ArgumentParser) -> None:

@@ -1,6 +1,7 @@
 """One typed Settings object. The environment is read only by ``Settings.load``,
 which the command line calls at its entry point; everything else receives a
-Settings and never looks at os.environ."""
+Settings and never looks at os.environ. Each field's default and help are
+written once, here: the serve flags (cli.py) show both from the field."""
 
 from __future__ import annotations
 
@@ -23,67 +24,90 @@ EMBEDDING_BACKENDS = ("onnx", "onnx-int8", "torch", "text2vec")
 MILVUS_INDEX_TYPES = ("HNSW", "IVF_FLAT", "IVF_SQ8", "FLAT")
 
 
+def setting(default: Any, help: str, *, flag: bool = True, choices: tuple[str, ...] = ()) -> Any:
+    """A Settings field: its default, written here once, and the help the serve flag and docs show beside it
+    (``flag=False``: set through MODELCACHE_<NAME> only, deliberately no serve flag)."""
+    return field(default=default, metadata={"help": help, "flag": flag, "choices": choices})
+
+
 @dataclass(frozen=True)
 class Settings:
-    data_dir: Path = Path("./data")
-    host: str = "127.0.0.1"
-    grpc_port: int = 50051
-    http_port: int = 8080
-    resp_port: int = 6390
-    vector_uri: str = ""  # "" = Milvus Lite at <data_dir>/milvus.db
-    scalar_uri: str = ""  # "" = SQLite at <data_dir>/modelcache.db
-    namespace: str = ""
-    admin_key: str = ""
-    embedding_backend: str = "onnx"  # onnx | onnx-int8 | torch | text2vec
-    model_cache_dir: str = ""  # "" = ~/.cache/modelcache_svc/onnx (exported ONNX models)
-    embedding_model: str = DEFAULT_MODEL
-    # Questions with CJK characters, in tenants on the default model, go to this one ("" or "off" = no routing).
-    embedding_model_cjk: str = DEFAULT_CJK_MODEL
-    embedding_max_batch: int = 32
-    embedding_max_wait_ms: float = 2.0
-    embedding_threads: int = 0  # 0 = torch's default
-    embedding_spin: bool = True  # onnx: intra-op threads spin between operators within a run, parked after it
-    similarity_threshold: float = DEFAULT_SIMILARITY_THRESHOLD
-    precision_guard: bool = True
-    # Candidates above the threshold are ranked by cosine + this weight x word-pair overlap (0 = cosine alone);
+    data_dir: Path = setting(Path("./data"), "home of the embedded stores")
+    host: str = setting("127.0.0.1", "address to listen on")
+    grpc_port: int = setting(50051, "gRPC port (0 = any free port)")
+    http_port: int = setting(8080, "metrics and health port (0 = off)")
+    resp_port: int = setting(6390, "Redis-protocol port (0 = off; never 6379, Redis's own)")
+    vector_uri: str = setting("", 'a path = Milvus Lite file, http://host:port = Milvus server; '
+                              '"" = Milvus Lite at <data-dir>/milvus.db')
+    scalar_uri: str = setting("", 'sqlite:///path or mysql://user:pass@host:port/db; "" = SQLite at '
+                              '<data-dir>/modelcache.db')
+    namespace: str = setting("", "prefix of every table and collection (dev/staging/prod)")
+    admin_key: str = setting("", 'turns authentication on; the key that reaches everything ("" = off, '
+                             "loopback only)")
+    embedding_backend: str = setting("onnx", " | ".join(EMBEDDING_BACKENDS), choices=EMBEDDING_BACKENDS)
+    model_cache_dir: str = setting("", 'where exported ONNX models are kept; "" = ~/.cache/modelcache_svc/onnx',
+                                   flag=False)
+    embedding_model: str = setting(DEFAULT_MODEL, "packaged:minilm-cache-en, packaged:all-MiniLM-L6-v2 or a "
+                                   "local model folder")
+    embedding_model_cjk: str = setting(DEFAULT_CJK_MODEL, "model for questions with CJK characters in tenants "
+                                       "on the default model (off = one model for all)")
+    embedding_max_batch: int = setting(32, "questions embedded in one batch at most", flag=False)
+    embedding_max_wait_ms: float = setting(2.0, "how long a batch waits for more questions", flag=False)
+    embedding_threads: int = setting(0, "embedding threads (0 = the backend's default)", flag=False)
+    embedding_spin: bool = setting(True, "onnx: intra-op threads spin between operators within a run, parked "
+                                   "after it", flag=False)
+    similarity_threshold: float = setting(DEFAULT_SIMILARITY_THRESHOLD, "default cosine threshold for a "
+                                          "semantic hit")
+    precision_guard: bool = setting(True, "veto candidates whose numbers, programming languages or "
+                                    "negation differ from the question's", flag=False)
     # 0.15 measured best on shared/eval (docs/hit-quality.md, "The rerank").
-    rerank_lexical_weight: float = 0.15
-    # The verifier (verifier/): a cross-encoder over candidates in its uncertain band; "off" = none.
-    verifier: str = DEFAULT_VERIFIER
-    verifier_cjk: str = DEFAULT_CJK_VERIFIER  # for questions with CJK characters; "off" = none
-    verifier_threads: int = 1
-    top_k: int = 5
-    exact_cache_size: int = 10_000
-    # Recent question vectors remembered per embedding model (a repeated paraphrase skips the model); 0 = off.
-    question_vector_cache_size: int = 10_000
-    store_timeout_s: float = 5.0
-    repair_on_start: bool = True  # a background pass that re-adds vectors lost to a crash
-    max_concurrent_per_tenant: int = 256  # calls in flight per tenant; more -> RESOURCE_EXHAUSTED
-    fail_open: bool = True  # a store failure makes Query answer a miss (counted) instead of UNAVAILABLE
-    store_threads: int = 8
-    default_tenant: str = "default"
-    modelcache_compat_tenant: str = "default"  # the tenant POST /modelcache (ModelCache's API) serves
-    query_log_sample_rate: float = 1.0  # share of queries written to the query log (0 = off)
-    query_log_retention_s: float = 7 * 24 * 3600.0
-    query_log_max_queue: int = 10_000
-    log_level: str = "INFO"
-    # Scale (docs/performance.md, "Scale"). Embedded: past this many rows of one (scope, context) an HNSW
-    # graph (built in the background) serves that block, the exact scan below it; 0 = always exact.
-    approx_index_min_entries: int = 20_000
-    approx_index_m: int = 32
-    approx_index_ef_construction: int = 80
-    approx_index_ef_search: int = 128
-    # Milvus server: the index of each collection and its search parameters (JSON objects).
-    milvus_index_type: str = "HNSW"
-    milvus_index_params: str = '{"M": 16, "efConstruction": 200}'
-    milvus_search_params: str = '{"ef": 64}'
+    rerank_lexical_weight: float = setting(0.15, "candidates above the threshold ranked by cosine + this x "
+                                           "word-pair overlap (0 = off)")
+    # The verifier (verifier/): a cross-encoder over candidates in its uncertain band.
+    verifier: str = setting(DEFAULT_VERIFIER, "cross-encoder over uncertain candidates: packaged:<name>, a "
+                            "trained folder, or off")
+    verifier_cjk: str = setting(DEFAULT_CJK_VERIFIER, "verifier for questions with CJK characters (off = none)")
+    verifier_threads: int = setting(1, "threads of each verifier run", flag=False)
+    top_k: int = setting(5, "candidates read from the vector store per query", flag=False)
+    exact_cache_size: int = setting(10_000, "chats remembered for exact hits", flag=False)
+    question_vector_cache_size: int = setting(10_000, "recent question vectors remembered per model: a "
+                                              "repeated paraphrase skips the model (0 = off)")
+    store_timeout_s: float = setting(5.0, "seconds a store call may take", flag=False)
+    repair_on_start: bool = setting(True, "a background pass that re-adds vectors lost to a crash", flag=False)
+    max_concurrent_per_tenant: int = setting(256, "calls in flight per tenant; more -> RESOURCE_EXHAUSTED",
+                                             flag=False)
+    fail_open: bool = setting(True, "a store failure makes Query answer a miss (counted) instead of "
+                              "UNAVAILABLE", flag=False)
+    store_threads: int = setting(8, "threads that run store calls", flag=False)
+    default_tenant: str = setting("default", 'a tenant made at start if missing ("" = none)', flag=False)
+    modelcache_compat_tenant: str = setting("default", "tenant served by POST /modelcache (ModelCache's API)")
+    query_log_sample_rate: float = setting(1.0, "share of queries written to the query log (0 = off)",
+                                           flag=False)
+    query_log_retention_s: float = setting(7 * 24 * 3600.0, "seconds the query log is kept", flag=False)
+    query_log_max_queue: int = setting(10_000, "query log rows waiting to be written at most", flag=False)
+    log_level: str = setting("INFO", "DEBUG, INFO, WARNING, ERROR")
+    # Scale (docs/performance.md, "Scale").
+    approx_index_min_entries: int = setting(20_000, "embedded: rows of one scope and context past which an "
+                                            "HNSW graph (built in the background) serves (0 = always exact)")
+    approx_index_m: int = setting(32, "embedded HNSW graph degree")
+    approx_index_ef_construction: int = setting(80, "embedded HNSW build breadth")
+    approx_index_ef_search: int = setting(128, "embedded HNSW search breadth")
+    milvus_index_type: str = setting("HNSW", "Milvus server: " + ", ".join(MILVUS_INDEX_TYPES))
+    milvus_index_params: str = setting('{"M": 16, "efConstruction": 200}', "Milvus server: index build "
+                                       "parameters, JSON")
+    milvus_search_params: str = setting('{"ef": 64}', "Milvus server: search parameters, JSON")
     # Learning from feedback (cache/feedback.py, docs/hit-quality.md "Learning from feedback").
-    feedback_keep_per_entry: int = 64  # observations kept per entry, newest first
-    feedback_floor_margin: float = 0.001  # a WRONG at s stops the entry serving at s + this and below
-    verify_answer_similarity: float = 0.9  # a verification write-back agrees at this cosine of the two answers
-    verify_pending_ttl_s: float = 3600.0  # how long a verification miss waits for its write-back
-    feedback_pool_ttl_s: float = 5.0  # a tenant's pooled evidence is re-read at most this often per replica
-    learned_min_similarity: float = 0.70  # with max_error_rate: learned evidence may serve down to this
+    feedback_keep_per_entry: int = setting(64, "feedback observations kept per entry, newest first")
+    feedback_floor_margin: float = setting(0.001, "a WRONG at s stops the entry serving at s + this and below",
+                                           flag=False)
+    verify_answer_similarity: float = setting(0.9, "a verification write-back agrees with the entry at this "
+                                              "cosine of the answers")
+    verify_pending_ttl_s: float = setting(3600.0, "how long a verification miss waits for its write-back",
+                                          flag=False)
+    feedback_pool_ttl_s: float = setting(5.0, "a tenant's pooled evidence is re-read at most this often per "
+                                         "replica", flag=False)
+    learned_min_similarity: float = setting(0.70, "with max_error_rate: learned evidence may serve down to "
+                                            "this", flag=False)
     limits: Limits = field(default_factory=Limits)
 
     @property
@@ -185,6 +209,22 @@ class Settings:
             check_tenant_name(self.modelcache_compat_tenant)
         except InvalidArgument as exc:
             raise InvalidArgument(f"modelcache_compat_tenant: {exc.message}") from exc
+
+
+def setting_help(f: dataclasses.Field[Any]) -> str:
+    """A field's help with its default, as ``serve --help`` shows it."""
+    return f"{f.metadata['help']} (default {show_default(f.default)})"
+
+
+def show_default(value: Any) -> str:
+    if isinstance(value, Path) and not value.is_absolute():
+        return f"./{value}"
+    return '""' if value == "" else str(value)
+
+
+def flag_fields() -> list[dataclasses.Field[Any]]:
+    """The fields that are serve flags, in declaration order."""
+    return [f for f in fields(Settings) if f.metadata.get("flag")]
 
 
 def _coerce(name: str, typ: Any, raw: str) -> Any:
