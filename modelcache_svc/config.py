@@ -37,10 +37,10 @@ class Settings:
     grpc_port: int = setting(50051, "gRPC port (0 = any free port)")
     http_port: int = setting(8080, "metrics and health port (0 = off)")
     resp_port: int = setting(6390, "Redis-protocol port (0 = off; never 6379, Redis's own)")
-    vector_uri: str = setting("", 'a path = Milvus Lite file, http://host:port = Milvus server; '
-                              '"" = Milvus Lite at <data-dir>/milvus.db')
-    scalar_uri: str = setting("", 'sqlite:///path or mysql://user:pass@host:port/db; "" = SQLite at '
-                              '<data-dir>/modelcache.db')
+    vector_uri: str = setting("", 'a path = Milvus Lite file, http://host:port = Milvus server, memory:// = '
+                              'this process\'s memory; "" = Milvus Lite at <data-dir>/milvus.db')
+    scalar_uri: str = setting("", 'sqlite:///path, mysql://user:pass@host:port/db or memory://; "" = SQLite '
+                              'at <data-dir>/modelcache.db')
     namespace: str = setting("", "prefix of every table and collection (dev/staging/prod)")
     admin_key: str = setting("", 'turns authentication on; the key that reaches everything ("" = off, '
                              "loopback only)")
