@@ -73,8 +73,8 @@ def build_core(
             approx=ApproxParams(min_entries=settings.approx_index_min_entries, m=settings.approx_index_m,
                                 ef_construction=settings.approx_index_ef_construction,
                                 ef_search=settings.approx_index_ef_search),
-            index_type=settings.milvus_index_type, index_params=settings.json_setting("milvus_index_params"),
-            search_params=settings.json_setting("milvus_search_params"))
+            index_type=settings.milvus_index_type, index_params=settings.milvus_index_config,
+            search_params=settings.milvus_search_config)
     def load(model: str) -> Embedder:
         return load_embedder(
             settings.embedding_backend,

@@ -6,6 +6,7 @@ written once, here: the serve flags (cli.py) show both from the field."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -32,18 +33,34 @@ def setting(default: Any, help: str, *, flag: bool = True, choices: tuple[str, .
 
 @dataclass(frozen=True)
 class Settings:
-    data_dir: Path = setting(Path("./data"), "home of the embedded stores")
+    # --- Network: where the service listens and who may reach it
     host: str = setting("127.0.0.1", "address to listen on")
     grpc_port: int = setting(50051, "gRPC port (0 = any free port)")
     http_port: int = setting(8080, "metrics and health port (0 = off)")
     resp_port: int = setting(6390, "Redis-protocol port (0 = off; never 6379, Redis's own)")
+    admin_key: str = setting("", 'turns authentication on; the key that reaches everything ("" = off, '
+                             "loopback only)")
+    modelcache_compat_tenant: str = setting("default", "tenant served by POST /modelcache (ModelCache's API)")
+
+    # --- Stores: where entries live and how the service talks to them
+    data_dir: Path = setting(Path("./data"), "home of the embedded stores")
     vector_uri: str = setting("", 'a path = Milvus Lite file, http://host:port = Milvus server, memory:// = '
                               'this process\'s memory; "" = Milvus Lite at <data-dir>/milvus.db')
     scalar_uri: str = setting("", 'sqlite:///path, mysql://user:pass@host:port/db or memory://; "" = SQLite '
                               'at <data-dir>/modelcache.db')
     namespace: str = setting("", "prefix of every table and collection (dev/staging/prod)")
-    admin_key: str = setting("", 'turns authentication on; the key that reaches everything ("" = off, '
-                             "loopback only)")
+    store_timeout_s: float = setting(5.0, "seconds a store call may take", flag=False)
+    store_threads: int = setting(8, "threads that run store calls", flag=False)
+    repair_on_start: bool = setting(True, "a background pass that re-adds vectors lost to a crash", flag=False)
+    fail_open: bool = setting(True, "a store failure makes Query answer a miss (counted) instead of "
+                              "UNAVAILABLE", flag=False)
+    default_tenant: str = setting("default", 'a tenant made at start if missing ("" = none)', flag=False)
+    query_log_sample_rate: float = setting(1.0, "share of queries written to the query log (0 = off)",
+                                           flag=False)
+    query_log_retention_s: float = setting(7 * 24 * 3600.0, "seconds the query log is kept", flag=False)
+    query_log_max_queue: int = setting(10_000, "query log rows waiting to be written at most", flag=False)
+
+    # --- Embedding: the models that turn questions into vectors
     embedding_backend: str = setting("onnx", " | ".join(EMBEDDING_BACKENDS), choices=EMBEDDING_BACKENDS)
     model_cache_dir: str = setting("", 'where exported ONNX models are kept; "" = ~/.cache/modelcache_svc/onnx',
                                    flag=False)
@@ -56,6 +73,16 @@ class Settings:
     embedding_threads: int = setting(0, "embedding threads (0 = the backend's default)", flag=False)
     embedding_spin: bool = setting(True, "onnx: intra-op threads spin between operators within a run, parked "
                                    "after it", flag=False)
+    question_vector_cache_size: int = setting(10_000, "recent question vectors remembered per model: a "
+                                              "repeated paraphrase skips the model (0 = off)")
+
+    # --- Verifier (verifier/): a cross-encoder over candidates in its uncertain band
+    verifier: str = setting(DEFAULT_VERIFIER, "cross-encoder over uncertain candidates: packaged:<name>, a "
+                            "trained folder, or off")
+    verifier_cjk: str = setting(DEFAULT_CJK_VERIFIER, "verifier for questions with CJK characters (off = none)")
+    verifier_threads: int = setting(1, "threads of each verifier run", flag=False)
+
+    # --- Matching: which candidate, if any, a query is served
     similarity_threshold: float = setting(DEFAULT_SIMILARITY_THRESHOLD, "default cosine threshold for a "
                                           "semantic hit")
     precision_guard: bool = setting(True, "veto candidates whose numbers, programming languages or "
@@ -63,40 +90,10 @@ class Settings:
     # 0.15 measured best on shared/eval (docs/hit-quality.md, "The rerank").
     rerank_lexical_weight: float = setting(0.15, "candidates above the threshold ranked by cosine + this x "
                                            "word-pair overlap (0 = off)")
-    # The verifier (verifier/): a cross-encoder over candidates in its uncertain band.
-    verifier: str = setting(DEFAULT_VERIFIER, "cross-encoder over uncertain candidates: packaged:<name>, a "
-                            "trained folder, or off")
-    verifier_cjk: str = setting(DEFAULT_CJK_VERIFIER, "verifier for questions with CJK characters (off = none)")
-    verifier_threads: int = setting(1, "threads of each verifier run", flag=False)
     top_k: int = setting(5, "candidates read from the vector store per query", flag=False)
     exact_cache_size: int = setting(10_000, "chats remembered for exact hits", flag=False)
-    question_vector_cache_size: int = setting(10_000, "recent question vectors remembered per model: a "
-                                              "repeated paraphrase skips the model (0 = off)")
-    store_timeout_s: float = setting(5.0, "seconds a store call may take", flag=False)
-    repair_on_start: bool = setting(True, "a background pass that re-adds vectors lost to a crash", flag=False)
-    max_concurrent_per_tenant: int = setting(256, "calls in flight per tenant; more -> RESOURCE_EXHAUSTED",
-                                             flag=False)
-    fail_open: bool = setting(True, "a store failure makes Query answer a miss (counted) instead of "
-                              "UNAVAILABLE", flag=False)
-    store_threads: int = setting(8, "threads that run store calls", flag=False)
-    default_tenant: str = setting("default", 'a tenant made at start if missing ("" = none)', flag=False)
-    modelcache_compat_tenant: str = setting("default", "tenant served by POST /modelcache (ModelCache's API)")
-    query_log_sample_rate: float = setting(1.0, "share of queries written to the query log (0 = off)",
-                                           flag=False)
-    query_log_retention_s: float = setting(7 * 24 * 3600.0, "seconds the query log is kept", flag=False)
-    query_log_max_queue: int = setting(10_000, "query log rows waiting to be written at most", flag=False)
-    log_level: str = setting("INFO", "DEBUG, INFO, WARNING, ERROR")
-    # Scale (docs/performance.md, "Scale").
-    approx_index_min_entries: int = setting(20_000, "embedded: rows of one scope and context past which an "
-                                            "HNSW graph (built in the background) serves (0 = always exact)")
-    approx_index_m: int = setting(32, "embedded HNSW graph degree")
-    approx_index_ef_construction: int = setting(80, "embedded HNSW build breadth")
-    approx_index_ef_search: int = setting(128, "embedded HNSW search breadth")
-    milvus_index_type: str = setting("HNSW", "Milvus server: " + ", ".join(MILVUS_INDEX_TYPES))
-    milvus_index_params: str = setting('{"M": 16, "efConstruction": 200}', "Milvus server: index build "
-                                       "parameters, JSON")
-    milvus_search_params: str = setting('{"ef": 64}', "Milvus server: search parameters, JSON")
-    # Learning from feedback (cache/feedback.py, docs/hit-quality.md "Learning from feedback").
+
+    # --- Feedback: learning from feedback (cache/feedback.py, docs/hit-quality.md "Learning from feedback")
     feedback_keep_per_entry: int = setting(64, "feedback observations kept per entry, newest first")
     feedback_floor_margin: float = setting(0.001, "a WRONG at s stops the entry serving at s + this and below",
                                            flag=False)
@@ -108,7 +105,25 @@ class Settings:
                                          "replica", flag=False)
     learned_min_similarity: float = setting(0.70, "with max_error_rate: learned evidence may serve down to "
                                             "this", flag=False)
+
+    # --- Limits: what one tenant and one request may take
+    max_concurrent_per_tenant: int = setting(256, "calls in flight per tenant; more -> RESOURCE_EXHAUSTED",
+                                             flag=False)
     limits: Limits = field(default_factory=Limits)
+
+    # --- Scale (docs/performance.md, "Scale"): the embedded HNSW graph and a Milvus server's index
+    approx_index_min_entries: int = setting(20_000, "embedded: rows of one scope and context past which an "
+                                            "HNSW graph (built in the background) serves (0 = always exact)")
+    approx_index_m: int = setting(32, "embedded HNSW graph degree")
+    approx_index_ef_construction: int = setting(80, "embedded HNSW build breadth")
+    approx_index_ef_search: int = setting(128, "embedded HNSW search breadth")
+    milvus_index_type: str = setting("HNSW", "Milvus server: " + ", ".join(MILVUS_INDEX_TYPES))
+    milvus_index_params: str = setting('{"M": 16, "efConstruction": 200}', "Milvus server: index build "
+                                       "parameters, JSON")
+    milvus_search_params: str = setting('{"ef": 64}', "Milvus server: search parameters, JSON")
+
+    # --- Operation
+    log_level: str = setting("INFO", "DEBUG, INFO, WARNING, ERROR")
 
     @property
     def resolved_vector_uri(self) -> str:
@@ -117,6 +132,16 @@ class Settings:
     @property
     def resolved_scalar_uri(self) -> str:
         return self.scalar_uri or f"sqlite:///{self.data_dir / 'modelcache.db'}"
+
+    @functools.cached_property
+    def milvus_index_config(self) -> dict[str, Any]:
+        """``milvus_index_params`` parsed (once; validate() refuses a value that is not a JSON object)."""
+        return self.json_setting("milvus_index_params")
+
+    @functools.cached_property
+    def milvus_search_config(self) -> dict[str, Any]:
+        """``milvus_search_params`` parsed."""
+        return self.json_setting("milvus_search_params")
 
     def json_setting(self, name: str) -> dict[str, Any]:
         import json
@@ -203,8 +228,7 @@ class Settings:
             raise InvalidArgument("approx_index_min_entries >= 0, approx_index_m >= 4, ef values >= 1")
         if self.milvus_index_type not in MILVUS_INDEX_TYPES:
             raise InvalidArgument(f"milvus_index_type must be one of {', '.join(MILVUS_INDEX_TYPES)}")
-        self.json_setting("milvus_index_params")
-        self.json_setting("milvus_search_params")
+        self.milvus_index_config, self.milvus_search_config  # parsed here, once
         try:
             check_tenant_name(self.modelcache_compat_tenant)
         except InvalidArgument as exc:

@@ -101,8 +101,8 @@ def run(args: argparse.Namespace, environ: dict[str, str]) -> int:
         "approx_index": {"min_entries": settings.approx_index_min_entries, "m": settings.approx_index_m,
                          "ef_construction": settings.approx_index_ef_construction,
                          "ef_search": settings.approx_index_ef_search},
-        "milvus_index": {"type": settings.milvus_index_type, "params": settings.json_setting("milvus_index_params"),
-                         "search": settings.json_setting("milvus_search_params")}}, "runs": []}
+        "milvus_index": {"type": settings.milvus_index_type, "params": settings.milvus_index_config,
+                         "search": settings.milvus_search_config}}, "runs": []}
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="modelcache-scale-"))
     milvus = None
     try:
@@ -167,8 +167,8 @@ def run_size(args: argparse.Namespace, settings: Any, mode: str, n: int, uri: st
         approx=ApproxParams(min_entries=settings.approx_index_min_entries, m=settings.approx_index_m,
                             ef_construction=settings.approx_index_ef_construction,
                             ef_search=settings.approx_index_ef_search),
-        index_type=settings.milvus_index_type, index_params=settings.json_setting("milvus_index_params"),
-        search_params=settings.json_setting("milvus_search_params"))
+        index_type=settings.milvus_index_type, index_params=settings.milvus_index_config,
+        search_params=settings.milvus_search_config)
     try:
         with bar(n, f"bulk load {mode} {n}") as b:
             loaded = bulk_load.load(scalar, vector, real, n, tenant, model, b.update)
@@ -364,8 +364,8 @@ def tenants_check(settings: Any, uri: str, tenants: int, real: bulk_load.RealSet
 
     ctx = chat_key([Message("user", "x")], Limits()).context_hash
     store = MilvusVectorStore(uri, "pk" + uuid.uuid4().hex[:8], timeout=60, index_type=settings.milvus_index_type,
-                              index_params=settings.json_setting("milvus_index_params"),
-                              search_params=settings.json_setting("milvus_search_params"))
+                              index_params=settings.milvus_index_config,
+                              search_params=settings.milvus_search_config)
     try:
         collection = store.ensure_collection(real.model_id, real.vectors.shape[1])
         t0 = time.perf_counter()

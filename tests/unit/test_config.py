@@ -83,3 +83,13 @@ def test_serve_flags_override_the_environment() -> None:
     assert (settings.similarity_threshold, settings.grpc_port, settings.embedding_backend, settings.top_k) \
         == (0.9, 0, "torch", 3)
     assert settings_from_args(build_parser().parse_args(["serve"]), {}) == Settings.load({}, {})
+
+
+def test_milvus_params_are_parsed_once_into_dicts() -> None:
+    settings = Settings.load({}, {"MODELCACHE_MILVUS_SEARCH_PARAMS": '{"nprobe": 32}'})
+    assert settings.milvus_index_config == {"M": 16, "efConstruction": 200}
+    assert settings.milvus_search_config == {"nprobe": 32}
+    assert settings.milvus_search_config is settings.milvus_search_config
+    assert settings.replace(milvus_search_params='{"ef": 8}').milvus_search_config == {"ef": 8}
+    with pytest.raises(InvalidArgument, match="milvus_index_params: not JSON"):
+        Settings.load({"milvus_index_params": "{nope"}, {})
