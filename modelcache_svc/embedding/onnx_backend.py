@@ -87,7 +87,13 @@ def _quiet() -> Iterator[None]:
 
 
 def _fingerprint(source: Path) -> str:
-    digest = hashlib.sha256(f"v{EXPORT_VERSION}".encode())
+    return folder_fingerprint(source, f"v{EXPORT_VERSION}")
+
+
+def folder_fingerprint(source: Path, tag: str) -> str:
+    """A short digest of a model folder's weights, config and tokenizer (sizes and times) under ``tag``: an
+    export made from it is reused while this stays the same."""
+    digest = hashlib.sha256(tag.encode())
     for name in ("config.json", "model.safetensors", "pytorch_model.bin", "tokenizer.json"):
         path = source / name
         if path.exists():

@@ -12,7 +12,6 @@ the band of similarities (on the common threshold scale) in which the verifier d
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import logging
@@ -64,13 +63,9 @@ class VerifierOptions:
 
 
 def _fingerprint(source: Path) -> str:
-    digest = hashlib.sha256(f"verifier-v{EXPORT_VERSION}".encode())
-    for name in ("config.json", "model.safetensors", "tokenizer.json"):
-        path = source / name
-        if path.exists():
-            stat = path.stat()
-            digest.update(f"{name}:{stat.st_size}:{int(stat.st_mtime)}".encode())
-    return digest.hexdigest()[:16]
+    from ..embedding.onnx_backend import folder_fingerprint
+
+    return folder_fingerprint(source, f"verifier-v{EXPORT_VERSION}")
 
 
 def export_onnx(source: Path, target: Path) -> None:
