@@ -33,8 +33,11 @@ def test_online_replay_learns_from_reports(capsys: pytest.CaptureFixture[str], e
     sub = parser.add_subparsers(dest="command")
     evaluation.add_parser(sub)
     online_eval.add_flags(sub.choices["eval"])
+    # The learner's replay with the cosine alone: with the verifier in front, 300 queries over 60 rows leave so
+    # few wrong answers that whether any is reported depends on timing (docs/hit-quality.md measures the two
+    # together on 3,000 and 5,000 queries).
     args = parser.parse_args(["eval", "--online", "--dataset", str(QQP), "--rows", "60", "--queries-per-row", "5",
-                              "--static-sweep", "0.95", "--json"])
+                              "--static-sweep", "0.95", "--no-verifier", "--json"])
     assert online_eval.run(args, {}, embedder=embedder) == 0
     [report] = json.loads(capsys.readouterr().out)
     runs: dict[str, Any] = {r["name"]: r for r in report["runs"]}
