@@ -22,9 +22,9 @@ class VerifierPool:
         return self.default is not None or self.cjk is not None
 
     def for_text(self, question: str) -> Verifier | None:
-        if self.cjk is not None and has_cjk(question):
-            return self.cjk
-        return self.default if not has_cjk(question) or self.cjk is None else None
+        """The verifier of the question's language; None for CJK without a CJK verifier (the English one reads
+        those characters as [UNK])."""
+        return self.cjk if has_cjk(question) else self.default
 
     async def score(
         self, verifier: Verifier, question: str, candidates: list[str], similarities: list[float]
