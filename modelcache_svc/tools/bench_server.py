@@ -3,7 +3,9 @@ and the stage timings read off its /metrics."""
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -58,6 +60,18 @@ class ChildServer:
         self._log.seek(0)
         return self._log.read()
 
+    def kill(self) -> None:
+        """SIGKILL to the server and any children, as a crash of the machine or container would: no saved
+        copy, no clean close."""
+        if self.proc.poll() is None:
+            for pid in sorted(descendants(self.proc.pid), reverse=True):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            self.proc.wait(10)
+        self._log.close()
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -83,6 +97,38 @@ def rss_mb(pid: int | None) -> dict[str, float] | None:
         if m:
             out[name] = round(int(m.group(1)) / 1024, 1)
     return out
+
+
+def _processes() -> dict[int, tuple[int, int]]:
+    """pid -> (parent pid, resident pages) of every process."""
+    out = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            out[int(stat.parent.name)] = (int(fields[1]), int(fields[21]))
+        except (OSError, IndexError, ValueError):
+            continue
+    return out
+
+
+def descendants(pid: int, table: dict[int, tuple[int, int]] | None = None) -> set[int]:
+    """The process and every process under it."""
+    table = _processes() if table is None else table
+    tree, grew = {pid}, True
+    while grew:
+        more = {c for c, (parent, _) in table.items() if parent in tree and c not in tree}
+        tree |= more
+        grew = bool(more)
+    return tree
+
+
+def tree_rss_mb(pid: int | None) -> float | None:
+    """RSS of a process and all its descendants, MB (Milvus Lite 3 has none: it serves from threads in ours)."""
+    table = _processes()
+    if not pid or pid not in table:
+        return None
+    pages = sum(table[p][1] for p in descendants(pid, table) if p in table)
+    return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
 
 
 # -- /metrics ------------------------------------------------------------------------------------
