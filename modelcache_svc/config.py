@@ -116,7 +116,10 @@ class Settings:
                                             "HNSW graph (built in the background) serves (0 = always exact)")
     approx_index_m: int = setting(32, "embedded HNSW graph degree")
     approx_index_ef_construction: int = setting(80, "embedded HNSW build breadth")
-    approx_index_ef_search: int = setting(128, "embedded HNSW search breadth")
+    approx_index_ef_search: int = setting(128, "embedded HNSW search breadth (of a graph of up to "
+                                          "approx_index_ef_rows rows)")
+    approx_index_ef_rows: int = setting(100_000, "embedded: past this many rows a graph searches with "
+                                        "ef_search x sqrt(rows / this) (0 = ef_search at any size)")
     milvus_index_type: str = setting("HNSW", "Milvus server: " + ", ".join(MILVUS_INDEX_TYPES))
     milvus_index_params: str = setting('{"M": 16, "efConstruction": 200}', "Milvus server: index build "
                                        "parameters, JSON")
@@ -224,8 +227,9 @@ class Settings:
         if self.top_k < 1 or self.top_k > self.limits.max_top_k:
             raise InvalidArgument(f"top_k must be 1..{self.limits.max_top_k}")
         if self.approx_index_min_entries < 0 or self.approx_index_m < 4 or self.approx_index_ef_search < 1 \
-                or self.approx_index_ef_construction < 1:
-            raise InvalidArgument("approx_index_min_entries >= 0, approx_index_m >= 4, ef values >= 1")
+                or self.approx_index_ef_construction < 1 or self.approx_index_ef_rows < 0:
+            raise InvalidArgument("approx_index_min_entries >= 0, approx_index_m >= 4, ef values >= 1, "
+                                  "approx_index_ef_rows >= 0")
         if self.milvus_index_type not in MILVUS_INDEX_TYPES:
             raise InvalidArgument(f"milvus_index_type must be one of {', '.join(MILVUS_INDEX_TYPES)}")
         self.milvus_index_config, self.milvus_search_config  # parsed here, once

@@ -13,6 +13,7 @@ past ``rebuild_dead_share`` tombstones the owner rebuilds the graph in the backg
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -25,13 +26,23 @@ class ApproxParams:
     min_entries: int = 20_000  # rows of one (scope, context) past which the HNSW graph serves; 0 = never
     m: int = 32  # graph degree
     ef_construction: int = 80
-    ef_search: int = 128
+    ef_search: int = 128  # search breadth of a graph of up to ef_rows rows
+    # Past ef_rows a graph searches with ef_search x sqrt(rows / ef_rows): at a fixed breadth HNSW's recall
+    # falls as the graph grows (bench-scale at a million rows: recall@5 0.974 at 128; docs/performance.md,
+    # "A million entries"). 0 = ef_search at every size.
+    ef_rows: int = 100_000
     candidates: int = 4  # graph candidates per result, re-scored exactly
     rebuild_dead_share: float = 0.2  # tombstones past this share of the graph: rebuild it
 
     @property
     def enabled(self) -> bool:
         return self.min_entries > 0
+
+    def ef_for(self, rows: int) -> int:
+        """The search breadth for a graph of ``rows`` rows."""
+        if self.ef_rows <= 0 or rows <= self.ef_rows:
+            return self.ef_search
+        return min(4096, math.ceil(self.ef_search * math.sqrt(rows / self.ef_rows)))
 
 
 class Ann:
@@ -75,8 +86,9 @@ class Ann:
     def needs_rebuild(self) -> bool:
         return self.dead > self.params.rebuild_dead_share * max(1, len(self.labels))
 
-    def candidates(self, query: np.ndarray, k: int) -> list[str]:
-        """Live entry ids of about ``candidates x k`` nearest graph rows (query: shape (1, dim), unit)."""
+    def candidates(self, query: np.ndarray, k: int, ef: int | None = None) -> list[str]:
+        """Live entry ids of about ``candidates x k`` nearest graph rows (query: shape (1, dim), unit);
+        ``ef`` overrides the search breadth (bench-scale's recall curve)."""
         total = len(self.labels)
         want = min(total, max(k * self.params.candidates, k + 8))
         # Tombstones take places among the nearest rows: ask for that many more.
@@ -84,7 +96,7 @@ class Ann:
         if want <= 0:
             return []
         params = faiss.SearchParametersHNSW()
-        params.efSearch = max(self.params.ef_search, want)
+        params.efSearch = max(ef or self.params.ef_for(total - self.dead), want)
         _, where = self.index.search(query, want, params=params)
         labels = self.labels
         return [i for i in (labels[int(n)] for n in where[0] if n >= 0) if i is not None]

@@ -110,28 +110,28 @@ def load(collection: str, root: Path, approx: ApproxParams, expect_rows: int) ->
         ids = (target / "ids.txt").read_text(encoding="ascii").split("\n")[:rows]
         if len(ids) != rows or sum(b["rows"] for b in blocks) != rows:
             return None
-        vectors = np.memmap(target / "vectors.f32", dtype=np.float32, mode="r", shape=(rows, dim)) if rows else None
         staged = MemoryIndex(approx)
         staged.add_collection(collection, dim)
         c: _Collection = staged._collections[collection]
         start = 0
-        for b in blocks:
-            n = int(b["rows"])
-            key = (str(b["scope"]), str(b["ctx"]))
-            assert vectors is not None
-            block = _Block.from_rows(ids[start:start + n], vectors[start:start + n])
-            if b.get("graph") and approx.enabled and n >= approx.min_entries // 2:
-                index = faiss.read_index(str(target / f"{b['graph']}.faiss"))
-                labels = [i or None for i in
-                          (target / f"{b['graph']}.labels").read_text(encoding="ascii").split("\n")[:index.ntotal]]
-                if len(labels) == index.ntotal:
-                    block.ann = Ann(dim, approx, index=index, labels=labels)
-            c.blocks[key] = block
-            c.tenant_of[key[0]] = str(b["tenant"])
-            for entry_id in block.ids:
-                c.where[entry_id] = key
-            start += n
-        del vectors
+        # Read, not memory-mapped: a map's pages count in RSS until unmapped, which at a million rows put
+        # 1.5 GB on top of the copy being built (bench-scale: 9.0 GB peak against 7.5 GB after).
+        with (target / "vectors.f32").open("rb") as vf:
+            for b in blocks:
+                n = int(b["rows"])
+                key = (str(b["scope"]), str(b["ctx"]))
+                block = _Block.from_file(ids[start:start + n], vf, dim)
+                if b.get("graph") and approx.enabled and n >= approx.min_entries // 2:
+                    index = faiss.read_index(str(target / f"{b['graph']}.faiss"))
+                    labels = [i or None for i in
+                              (target / f"{b['graph']}.labels").read_text(encoding="ascii").split("\n")[:index.ntotal]]
+                    if len(labels) == index.ntotal:
+                        block.ann = Ann(dim, approx, index=index, labels=labels)
+                c.blocks[key] = block
+                c.tenant_of[key[0]] = str(b["tenant"])
+                for entry_id in block.ids:
+                    c.where[entry_id] = key
+                start += n
         return staged
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         log.warning("index snapshot of %s unreadable (%s): reading Milvus Lite", collection, exc)

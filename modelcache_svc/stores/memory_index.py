@@ -28,6 +28,7 @@ import logging
 import queue
 import threading
 from collections.abc import Iterable, Sequence
+from typing import BinaryIO
 
 import faiss
 import numpy as np
@@ -76,6 +77,30 @@ class _Block:
                 part = vectors[start:start + CHUNK]
                 chunk[: len(part)] = part
                 block.chunks.append(chunk)
+        return block
+
+    @classmethod
+    def from_file(cls, ids: list[str], f: BinaryIO, dim: int) -> _Block:
+        """A block of these rows read from ``f`` (float32 rows from its current position) straight into
+        its chunks: no second copy of the rows is ever resident (a memory map's pages would be, while read).
+        ValueError when the file ends early."""
+        block = cls(dim)
+        n = len(ids)
+        block.ids = list(ids)
+        block.pos = {entry_id: i for i, entry_id in enumerate(block.ids)}
+        block.n = n
+        block.chunks = []
+        for start in range(0, max(n, 1), CHUNK):
+            chunk = np.zeros((max(16, n) if n <= CHUNK else CHUNK, dim), dtype=np.float32)
+            take = min(CHUNK, n - start)
+            view = memoryview(chunk[:take]).cast("B")
+            done = 0
+            while done < len(view):
+                got = f.readinto(view[done:])
+                if not got:
+                    raise ValueError(f"vector file ends {len(view) - done} bytes early")
+                done += got
+            block.chunks.append(chunk)
         return block
 
     def rows(self) -> np.ndarray:

@@ -49,7 +49,7 @@ def add_parser(sub: Any) -> None:
                        "over a Milvus server (bulk-loaded; queries through the real service)")
     p.add_argument("--sizes", default="10000,100000", help="entries in the scope, comma-separated "
                    "(default 10000,100000; the issue's curve: 10000,100000,1000000)")
-    p.add_argument("--modes", default="embedded", help="embedded, milvus or both (default embedded)")
+    p.add_argument("--modes", default="embedded", help="embedded, milvus, embedded,milvus or both (default embedded)")
     p.add_argument("--milvus-uri", default=None, help="a running Milvus server (default: start `milvus-server` "
                    "from the PyPI package milvus on a temporary data dir)")
     p.add_argument("--duration", type=float, default=10.0, help="seconds of one-client semantic queries per size")
@@ -58,6 +58,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--inserts", type=int, default=256, help="entries inserted through the service per size")
     p.add_argument("--tenants", type=int, default=0, help="Milvus: also the partition-key check at N tenants")
     p.add_argument("--cold", action="store_true", help="embedded: also time a start without the saved copy")
+    p.add_argument("--no-kill", action="store_true", help="skip step 6 (kill -9 and the start after it: ~10 min "
+                   "at a million rows embedded, which then reads Milvus Lite back)")
     p.add_argument("--work-dir", default=None, help="where the stores go (default: a temporary dir under /tmp)")
     p.add_argument("--cache-dir", default=str(Path(tempfile.gettempdir()) / "modelcache-bench-scale"),
                    help="the real questions' vectors, computed once")
@@ -79,8 +81,10 @@ def run(args: argparse.Namespace, environ: dict[str, str]) -> int:
     except ValueError as exc:
         raise errors.InvalidArgument("--sizes: entries, comma-separated, e.g. 10000,100000") from exc
     modes = [m.strip() for m in str(args.modes).split(",") if m.strip()]
+    if modes == ["both"]:
+        modes = list(MODES)
     if not sizes or min(sizes) < 100 or any(m not in MODES for m in modes):
-        raise errors.InvalidArgument(f"--sizes >= 100 each; --modes among {', '.join(MODES)}")
+        raise errors.InvalidArgument(f"--sizes >= 100 each; --modes among {', '.join(MODES)} (or both)")
     from .workload import find_eval_dir
     from ..config import Settings
     from ..embedding import load_embedder
@@ -169,7 +173,7 @@ def run_size(args: argparse.Namespace, settings: Any, mode: str, n: int, uri: st
         vector_uri, namespace, timeout=60,
         approx=ApproxParams(min_entries=settings.approx_index_min_entries, m=settings.approx_index_m,
                             ef_construction=settings.approx_index_ef_construction,
-                            ef_search=settings.approx_index_ef_search),
+                            ef_search=settings.approx_index_ef_search, ef_rows=settings.approx_index_ef_rows),
         index_type=settings.milvus_index_type, index_params=settings.milvus_index_config,
         search_params=settings.milvus_search_config)
     try:
@@ -187,6 +191,8 @@ def run_size(args: argparse.Namespace, settings: Any, mode: str, n: int, uri: st
             out["graphs"] = len(vector._index.graphs(collection))
             out["recall_at_5"], out["recall_at_5_off_entry"] = _recall_embedded(vector, collection, tenant, model,
                                                                                query_vectors, real)
+            if out["graphs"]:
+                out["recall_by_ef"] = _recall_by_ef(vector, collection, tenant, model, query_vectors, real)
         else:
             vector._client.flush(collection)
             _wait_indexed(vector, collection, n)
@@ -233,16 +239,20 @@ def run_size(args: argparse.Namespace, settings: Any, mode: str, n: int, uri: st
             out["milvus_server_rss_mb"] = milvus.rss_mb()
     finally:
         pool.close()
-        server.kill()  # a crash: the inserts above are in the stores but not in any saved copy
-    killed = ChildServer(data, extra, env, timeout=1800)
-    try:
-        out["ready_after_kill_s"] = round(killed.startup_s, 1)
-        out["rss_tree_after_kill_mb"] = tree_rss_mb(killed.pid)
-        w = SimpleNamespace(semantic=real.semantic[: min(100, args.recall_queries)])
-        out["quality_after_kill"] = asyncio.run(ask_quality(killed.target, (), tenant, model, w,  # type: ignore[arg-type]
-                                                            real_ids))
-    finally:
-        killed.stop()
+        if args.no_kill:
+            server.stop()
+        else:
+            server.kill()  # a crash: the inserts above are in the stores but not in any saved copy
+    if not args.no_kill:
+        killed = ChildServer(data, extra, env, timeout=1800)
+        try:
+            out["ready_after_kill_s"] = round(killed.startup_s, 1)
+            out["rss_tree_after_kill_mb"] = tree_rss_mb(killed.pid)
+            w = SimpleNamespace(semantic=real.semantic[: min(100, args.recall_queries)])
+            out["quality_after_kill"] = asyncio.run(ask_quality(killed.target, (), tenant, model,  # type: ignore[arg-type]
+                                                                w, real_ids))
+        finally:
+            killed.stop()
     if args.cold and mode == "embedded":
         for manifest in Path(vector_uri + ".index").glob("*/manifest.json"):
             manifest.unlink()
@@ -256,6 +266,8 @@ def run_size(args: argparse.Namespace, settings: Any, mode: str, n: int, uri: st
 
 def _recall_embedded(vector: Any, collection: str, tenant: str, model: str, queries: np.ndarray,
                      real: bulk_load.RealSet) -> tuple[float, float]:
+    """recall@5 of the index's search (as served) against its exact scan, on the real queries and off-entry
+    ones."""
     from ..cache.keys import chat_key
     from ..records import Message
     from ..config import Limits
@@ -273,6 +285,48 @@ def _recall_embedded(vector: Any, collection: str, tenant: str, model: str, quer
         return round(found / (5 * len(qs)), 4)
 
     return recall(queries), recall(off)
+
+
+def _recall_by_ef(vector: Any, collection: str, tenant: str, model: str, queries: np.ndarray,
+                  real: bulk_load.RealSet) -> dict[str, Any]:
+    """The graphs' recall@5 (real, off-entry) and search p50 at fixed breadths, and the breadth served."""
+    import dataclasses
+
+    from ..cache.keys import chat_key
+    from ..config import Limits
+    from ..records import Message
+    from ..stores.milvus_store import scope_hash
+
+    ctx = chat_key([Message("user", "x")], Limits()).context_hash
+    scope, index = scope_hash(tenant, model), vector._index
+    _, off = bulk_load.synthetic(real, 10**9 + 7, len(queries))
+    sets = {"recall_at_5": queries, "recall_at_5_off_entry": off}
+    truth = {name: [{i for i, _ in index.search_exact(collection, scope, ctx, q, 5)} for q in qs]
+             for name, qs in sets.items()}  # the exact scan once: ~0.2 s a query at a million rows
+    anns = [b.ann for b in index._collections[collection].blocks.values() if b.ann is not None]
+    served = {str(len(a.labels) - a.dead): a.params.ef_for(len(a.labels) - a.dead) for a in anns}
+    saved = [a.params for a in anns]
+    curve: dict[str, Any] = {}
+    try:
+        for ef in (128, 256, 512, 1024):
+            for a, p in zip(anns, saved):
+                a.params = dataclasses.replace(p, ef_search=ef, ef_rows=0)
+            times: list[float] = []
+            row: dict[str, Any] = {}
+            for name, qs in sets.items():
+                found = 0
+                for q, want in zip(qs, truth[name]):
+                    t0 = time.perf_counter()
+                    got = {i for i, _ in index.search(collection, scope, ctx, q, 5)}
+                    times.append(time.perf_counter() - t0)
+                    found += len(got & want)
+                row[name] = round(found / (5 * max(1, len(qs))), 4)
+            row["search_p50_ms"] = round(float(np.median(times)) * 1000, 3)
+            curve[str(ef)] = row
+    finally:
+        for a, p in zip(anns, saved):
+            a.params = p
+    return {"served_ef_by_graph_rows": served, "curve": curve}
 
 
 def _recall_server(vector: Any, tenant: str, model: str, queries: np.ndarray, real: bulk_load.RealSet,
@@ -424,10 +478,14 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
             if "ready_after_kill_s" in big:
                 out.append({"name": f"{mode}: ready s after kill -9 at {big['entries']}",
                             "value": big["ready_after_kill_s"], "limit": 60, "ok": big["ready_after_kill_s"] <= 60})
-            if mode == "embedded":  # ours and Milvus Lite's server together
+            if mode == "embedded":  # ours and Milvus Lite's server together; the start-up's peak counts
                 rss = big.get("rss_tree_end_mb") or (big.get("rss_end") or {}).get("rss_mb")
+                peak = max([rss or 0.0] + [(big.get(k) or {}).get("peak_rss_mb") or 0.0
+                                           for k in ("rss_at_ready", "rss_end")])
                 out.append({"name": f"embedded: RSS MB (with Milvus Lite) at {big['entries']}", "value": rss,
                             "limit": 8192, "ok": rss is not None and rss <= 8192})
+                out.append({"name": f"embedded: peak RSS MB at {big['entries']}", "value": peak, "limit": 8192,
+                            "ok": 0 < peak <= 8192})
         for x in runs.values():
             if x.get("graphs", 1):
                 out.append({"name": f"{mode}: recall@5 at {x['entries']}", "value": x["recall_at_5"], "limit": 0.99,
@@ -448,6 +506,12 @@ def text_report(r: dict[str, Any]) -> str:
                      f"{x['semantic']['outcomes']}")
     for x in r["runs"]:
         lines.append(f"  {x['mode']} {x['entries']}: server ms per stage {x['semantic'].get('stages_mean_ms')}")
+    for x in r["runs"]:
+        if x.get("recall_by_ef"):
+            curve = ", ".join(f"ef {ef}: {c['recall_at_5']} / {c['recall_at_5_off_entry']} in {c['search_p50_ms']} ms"
+                              for ef, c in x["recall_by_ef"]["curve"].items())
+            lines.append(f"  {x['mode']} {x['entries']}: graph recall@5 (real / off-entry) and search p50 by breadth: "
+                         f"{curve}; served {x['recall_by_ef']['served_ef_by_graph_rows']}")
     if "tenants" in r:
         lines.append(f"partition key: {r['tenants']}")
     lines.append("")

@@ -153,6 +153,39 @@ def test_snapshot_round_trip_and_staleness(tmp_path: Path) -> None:
     assert index_snapshot.load("c", tmp_path, PARAMS, expect_rows=2_510) is None
 
 
+def test_snapshot_reads_small_blocks_and_refuses_a_short_vector_file(tmp_path: Path) -> None:
+    index = MemoryIndex(PARAMS)
+    index.add_collection("c", DIM)
+    rng = np.random.default_rng(16)
+    index.upsert("c", "a", "t", ids(0, 3), clustered(rng, 3))  # under the 16 rows a first chunk holds
+    index.upsert("c", "b", "t", ids(10, 9_000), clustered(rng, 9_000))  # past one 8,192-row chunk
+    assert index.wait_idle(60)
+    assert index_snapshot.save(index, "c", tmp_path) == 9_003
+    loaded = index_snapshot.load("c", tmp_path, PARAMS, expect_rows=9_003)
+    assert loaded is not None
+    restored = MemoryIndex(PARAMS)
+    restored.adopt("c", loaded)
+    for q in clustered(np.random.default_rng(17), 20):
+        assert restored.search("c", "a", "ctx", q, 5) == index.search("c", "a", "ctx", q, 5)
+        assert restored.search("c", "b", "ctx", q, 5) == index.search("c", "b", "ctx", q, 5)
+    restored.upsert("c", "a", "t", ids(20_000, 20), clustered(rng, 20))  # the small block grows past its chunk
+    assert len(restored.search("c", "a", "ctx", clustered(rng, 1)[0], 30)) == 23
+
+    # A vector file cut short (a full disk, a copy stopped half-way) with its manifest: read Milvus Lite.
+    vectors = tmp_path / "c" / "vectors.f32"
+    data = vectors.read_bytes()
+    vectors.write_bytes(data[: len(data) - 4 * DIM])
+    assert index_snapshot.load("c", tmp_path, PARAMS, expect_rows=9_003) is None
+
+
+def test_search_breadth_grows_past_ef_rows() -> None:
+    p = ApproxParams(ef_search=128, ef_rows=100_000)
+    assert p.ef_for(5_000) == p.ef_for(100_000) == 128
+    assert p.ef_for(400_000) == 256 and p.ef_for(1_000_000) == 405
+    assert ApproxParams(ef_search=128, ef_rows=0).ef_for(10**7) == 128
+    assert p.ef_for(10**12) == 4096
+
+
 def test_settings_of_both_indexes() -> None:
     from modelcache_svc.config import Settings
     from modelcache_svc.errors import InvalidArgument
@@ -164,6 +197,6 @@ def test_settings_of_both_indexes() -> None:
     assert s.json_setting("milvus_index_params") == {"nlist": 1024}
     assert s.json_setting("milvus_search_params") == {"nprobe": 32}
     for bad in ({"milvus_index_params": "{nope"}, {"milvus_search_params": "[1]"}, {"milvus_index_type": "ANNOY"},
-                {"approx_index_min_entries": -1}):
+                {"approx_index_min_entries": -1}, {"approx_index_ef_rows": -1}):
         with pytest.raises(InvalidArgument):
             Settings.load(bad, {})
