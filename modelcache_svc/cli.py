@@ -147,13 +147,15 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("id")
 
     # Benchmarks and evaluation live in their own modules; each adds its verb.
-    from .tools import bench, bench_scale, evaluation, repeat_bench, train
+    from modelcache_train import cli as train_cli
+
+    from .tools import bench, bench_scale, evaluation, repeat_bench
 
     bench.add_parser(sub)
     repeat_bench.add_parser(sub)
     bench_scale.add_parser(sub)
     evaluation.add_parser(sub)
-    train.add_parser(sub)
+    train_cli.add_parser(sub)
     policy_tool.add_parser(sub)
     from .tools import online_eval
 
@@ -339,9 +341,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return transfer_cli.run(args, environ)
         if args.command == "train":
-            from .tools import train
+            from modelcache_train import cli as train_cli
 
-            return train.run(args)
+            return train_cli.run(args, list(argv) if argv is not None else sys.argv[1:])
         return run_client(args, environ)
     except errors.CacheError as exc:
         code = getattr(exc, "code", None)

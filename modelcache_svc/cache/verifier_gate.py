@@ -8,7 +8,7 @@ With the verifier on, a candidate's similarity s (common threshold scale) falls 
 ``low`` is the band's own lower edge under the server's default threshold, and the threshold itself when
 one is given (by the request or the tenant): a given threshold stays a floor no hit goes below, and the
 verifier only ever takes hits away above it. The band and the cut-off are fitted on held-out training
-pairs (tools/fit_verifier.py).
+pairs (modelcache_train/fit_verifier.py).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Models tuned here, committed as the weights that changed on top of a packaged base model.
 
 A fine-tuned model folder is about 90 MB (MiniLM) or 250 MB (multilingual-e5-small) in fp32;
-training leaves the word embeddings frozen (tools/train.py), and they are most of either. So
+training leaves the word embeddings frozen (modelcache_train/bi_encoder.py), and they are most of either. So
 ``modelcache_svc/models/<name>/`` holds only what training changed, in fp16
 (``overlay.safetensors``, 20-45 MB), and ``overlay.json`` names the base it applies to. On
 first use the full folder is made in the model cache (the base's files, its weights with the

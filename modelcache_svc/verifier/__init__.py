@@ -1,4 +1,4 @@
-"""The verifier: a cross-encoder that reads a question and a cached question together (tools/train_verifier.py
+"""The verifier: a cross-encoder that reads a question and a cached question together (modelcache_train/cross_encoder.py
 trains it) and gives the probability that the cached answer serves the question. The core asks it only about
 candidates whose similarity falls in the model's uncertain band (decide.py); above the band the cosine serves
 alone, below it nothing does.

@@ -1,12 +1,12 @@
 """One verifier model served by onnxruntime, and the options fitted for it.
 
-The trained folder (tools/train_verifier.py) is exported once to ONNX (the head's logit) in the model cache
+The trained folder (modelcache_train/cross_encoder.py) is exported once to ONNX (the head's logit) in the model cache
 and quantised to int8 (per-channel dynamic): one pair costs about 1.1 ms instead of 4.0 ms in fp32 on one
 core here, with logits within 0.14 on average (correlation 0.998) — and the band and cut-off are fitted on
-the int8 model's own logits, since tools/fit_verifier.py scores through this class. It runs with the
+the int8 model's own logits, since modelcache_train/fit_verifier.py scores through this class. It runs with the
 folder's ``tokenizer.json`` in the tokenizers library: no torch at run time.
 
-``verifier.json`` in the folder holds what was fitted on held-out training pairs (tools/fit_verifier.py):
+``verifier.json`` in the folder holds what was fitted on held-out training pairs (modelcache_train/fit_verifier.py):
 the band of similarities (on the common threshold scale) in which the verifier decides, and its cut-off.
 """
 
@@ -71,7 +71,7 @@ def _fingerprint(source: Path) -> str:
 def export_onnx(source: Path, target: Path) -> None:
     import torch
 
-    from ..tools.train_verifier import build_model
+    from .cross_encoder import build_model
 
     model = build_model(torch, source, eager=True).eval()
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from modelcache_svc.cli import main
-from modelcache_svc.tools.fit_verifier import choose, logistic
+from modelcache_train.fit_verifier import choose, logistic
 from modelcache_svc.verifier import load_verifier
 from modelcache_svc.verifier.model import VerifierOptions
 
@@ -33,7 +33,7 @@ def test_train_fit_pack_and_serve(pairs_file: Path, tmp_path: Path, capsys: pyte
     out, pack = tmp_path / "verifier", tmp_path / "overlay"
     args = ["train", "--cross-encoder", "--base", "packaged:all-MiniLM-L6-v2", "--pairs", str(pairs_file),
             "--out", str(out), "--max-steps", "4", "--holdout", "40", "--threads", "2",
-            "--checkpoint-every", "2", "--pack", str(pack), "--json"]
+            "--checkpoint-every", "2", "--run-dir", str(tmp_path / "run"), "--pack", str(pack), "--json"]
     assert main(args) == 0
     record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert record["steps"] == 4 and record["pairs_seen"] == 128 and record["held_out_pairs"] == 40
@@ -41,7 +41,8 @@ def test_train_fit_pack_and_serve(pairs_file: Path, tmp_path: Path, capsys: pyte
     options = VerifierOptions.of_folder(out)
     assert 0.0 <= options.band_low < options.band_high and 0.0 <= options.cutoff <= 1.0
     assert record["fit"]["fitted_on_pairs"] == 40 and "combine" in record["fit"]
-    assert not (out / "checkpoint.pt").exists()  # a finished run leaves no checkpoint
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()  # a finished run leaves no checkpoint
+    assert json.loads((tmp_path / "run" / "progress.json").read_text())["step"] == 4
     manifest = json.loads((pack / "overlay.json").read_text())
     assert manifest["base"] == "packaged:all-MiniLM-L6-v2" and (pack / "verifier.json").is_file()
     # Only what training changed: the encoder layers and the head, not the frozen word embeddings.

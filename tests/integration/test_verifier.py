@@ -89,7 +89,7 @@ def test_the_onnx_export_gives_the_trained_models_logits() -> None:
     import torch
     from transformers import AutoTokenizer
 
-    from modelcache_svc.tools.train_verifier import build_model
+    from modelcache_svc.verifier.cross_encoder import build_model
     from modelcache_svc.verifier import load_verifier
 
     from modelcache_svc.verifier.model import resolve_verifier

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from modelcache_svc.embedding.base import FolderOptions, has_cjk
-from modelcache_svc.tools.train import Pair, best_threshold, cosent_loss, length_batches, read_pairs
+from modelcache_train.bi_encoder import best_threshold, cosent_loss
+from modelcache_train.data import Pair, length_batches, read_pairs
 
 
 def test_cosent_loss_falls_when_positives_score_above_negatives() -> None:

@@ -18,15 +18,15 @@ from typing import Any
 
 import numpy as np
 
-from .train import Pair, read_pairs
+from .data import Pair, read_pairs
 
 
 def scores(verifier_folder: Path, embedding_model: str, pairs: list[Pair], quiet: bool) -> tuple[Any, Any]:
     from tqdm import tqdm
 
-    from ..embedding import load_embedder
-    from ..embedding.models import model_cache_root
-    from ..verifier.model import Verifier
+    from modelcache_svc.embedding import load_embedder
+    from modelcache_svc.embedding.models import model_cache_root
+    from modelcache_svc.verifier.model import Verifier
 
     embedder = load_embedder("onnx", embedding_model)
     scale = float(getattr(embedder, "similarity_scale", 1.0))

@@ -1,0 +1,194 @@
+"""`modelcache-svc train --cross-encoder`: train the verifier, a cross-encoder that reads a question and a
+cached question together and says how likely the cached answer serves the question.
+
+A bi-encoder embeds each question alone, so two questions a word apart embed alike ("... in Brazil" /
+"... in Peru"). A cross-encoder attends across both texts at once and tells them apart; it costs a model
+call per candidate, so the service runs it only on candidates whose cosine is uncertain (verifier/).
+
+The network is modelcache_svc/verifier/cross_encoder.py's (the runtime builds the same to export ONNX),
+trained with binary cross-entropy on labelled pairs; the order of the two questions is drawn per pair, since
+the service asks in both directions. Word embeddings stay frozen (CPU time, overlay size). The run survives a
+stop (runs.py): checkpoints outside the repository, ``--resume``, the best milestone on held-out pairs kept
+and packed; ``modelcache_train.json`` records data, steps, loss and command.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+from modelcache_svc.verifier.cross_encoder import build_model, save_model
+
+from .bi_encoder import best_threshold, optimiser_for
+from .data import PROVENANCE, BatchOrder, Pair, split_pairs
+from .runs import BEST, Milestone, Run, default_run_dir, train_loop
+
+
+def _feed(tokenizer: Any, torch: Any, first: list[str], second: list[str], max_seq_length: int) -> dict[str, Any]:
+    feed = tokenizer(first, second, padding=True, truncation="longest_first", max_length=max_seq_length,
+                     return_tensors="pt")
+    if "token_type_ids" not in feed:  # XLM-R (e5) has one segment type
+        feed["token_type_ids"] = torch.zeros_like(feed["input_ids"])
+    return feed
+
+
+def held_out_scores(torch: Any, model: Any, tokenizer: Any, pairs: list[Pair], max_seq_length: int) -> dict[str, float]:
+    """Pairs mode on held-out training pairs: the logit's best F1 and its AUC."""
+    import numpy as np
+
+    model.eval()
+    logits: list[float] = []
+    with torch.no_grad():
+        for start in range(0, len(pairs), 64):
+            chunk = pairs[start:start + 64]
+            feed = _feed(tokenizer, torch, [p.a for p in chunk], [p.b for p in chunk], max_seq_length)
+            logits.extend(model(feed["input_ids"], feed["attention_mask"], feed["token_type_ids"]).tolist())
+    labels = np.array([p.label for p in pairs])
+    scores = np.array(logits)
+    _, f1 = best_threshold(scores.tolist(), labels.tolist())
+    ranks = scores.argsort().argsort() + 1.0
+    positives = labels.sum()
+    negatives = len(labels) - positives
+    auc = (ranks[labels == 1].sum() - positives * (positives + 1) / 2) / max(1.0, positives * negatives)
+    return {"best_f1": round(float(f1), 4), "auc": round(float(auc), 4), "pairs": len(pairs)}
+
+
+def train(
+    pairs_files: list[Path],
+    out: Path,
+    *,
+    base: str,
+    batch_size: int = 32,
+    lr: float = 4e-5,
+    epochs: float = 1.0,
+    max_steps: int = 0,
+    time_budget_s: float = 0.0,
+    seed: int = 0,
+    max_seq_length: int = 96,
+    threads: int = 0,
+    holdout: int = 2000,
+    checkpoint_every: int = 0,
+    checkpoint_minutes: float = 5.0,
+    resume: bool = False,
+    run_dir: Path | None = None,
+    init: Path | None = None,
+    batch_seed: int | None = None,
+    milestone_every: int = 0,
+    milestone_pairs: int = 1000,
+    pack_best: Path | None = None,
+    quiet: bool = False,
+    command: list[str] | None = None,
+) -> dict[str, Any]:
+    """``init``: a trained verifier folder to go on from (another epoch), the base staying ``base``;
+    ``batch_seed``: the order of batches and sides (default ``seed``; the held-out split always follows
+    ``seed``, so an epoch more keeps the same held-out pairs)."""
+    batch_seed = seed if batch_seed is None else batch_seed
+    import numpy as np
+    import torch
+    from transformers import AutoTokenizer
+
+    from modelcache_svc.embedding.models import resolve_model
+
+    started = time.time()
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if threads > 0:
+        torch.set_num_threads(threads)
+    _, resolved = resolve_model(base)
+    source = Path(resolved)
+    files, held, pairs = split_pairs(pairs_files, seed, holdout)
+
+    tokenizer = AutoTokenizer.from_pretrained(str(source))
+    model = build_model(torch, init or source)
+    for name, parameter in model.named_parameters():
+        if "embeddings." in name:
+            parameter.requires_grad_(False)
+    order = BatchOrder(pairs, batch_size, batch_seed)
+    total = max_steps or max(1, int(order.per_epoch * epochs))
+    trainable, optimiser, schedule = optimiser_for(torch, model, lr, total)
+    config = {
+        "kind": "cross-encoder", "base": base, "init": None if init is None else str(init),
+        "data": [f["sha256"] for f in files], "batch_size": batch_size, "lr": lr, "steps_planned": total,
+        "seed": seed, "batch_seed": batch_seed, "max_seq_length": max_seq_length, "holdout": len(held),
+    }
+    run = Run(run_dir or default_run_dir(out), config)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    probe = held[:milestone_pairs]
+
+    def loss_of(batch: list[Pair], step: int) -> Any:
+        rng = order.side_rng(step)
+        first, second = [], []
+        for p in batch:
+            a, b = (p.a, p.b) if rng.random() < 0.5 else (p.b, p.a)
+            first.append(a)
+            second.append(b)
+        feed = _feed(tokenizer, torch, first, second, max_seq_length)
+        logits = model(feed["input_ids"], feed["attention_mask"], feed["token_type_ids"])
+        return loss_fn(logits, torch.tensor([p.label for p in batch], dtype=logits.dtype))
+
+    def milestone(step: int) -> tuple[float, dict[str, float]]:
+        metrics = held_out_scores(torch, model, tokenizer, probe, max_seq_length)
+        return metrics["best_f1"], metrics
+
+    def on_best(reached: Milestone) -> None:
+        folder = run.folder / BEST
+        save_model(model, source, folder)
+        (folder / "milestone.json").write_text(json.dumps(reached.__dict__) + "\n", encoding="utf-8")
+        if pack_best is not None:
+            from modelcache_svc.embedding.overlay import pack
+
+            pack(folder, base, source, pack_best)
+            (pack_best / "milestone.json").write_text(
+                json.dumps({**reached.__dict__, "config": config}, indent=2) + "\n", encoding="utf-8")
+
+    result = train_loop(
+        torch, model=model, trainable=trainable, optimiser=optimiser, schedule=schedule, order=order,
+        total=total, loss_of=loss_of, run=run, resume=resume, batch_size=batch_size,
+        checkpoint_every=checkpoint_every, checkpoint_minutes=checkpoint_minutes, time_budget_s=time_budget_s,
+        milestone=milestone if milestone_every and probe else None, milestone_every=milestone_every,
+        on_best=on_best, quiet=quiet, desc="train verifier",
+    )
+    losses = result.losses
+    save_model(model, source, out)
+    (out / "held_out.jsonl").write_text(
+        "".join(json.dumps({"a": p.a, "b": p.b, "label": int(p.label)}, ensure_ascii=False) + "\n" for p in held),
+        encoding="utf-8",
+    )
+    window = max(1, min(50, len(losses)))
+    record = {
+        "kind": "verifier (cross-encoder)",
+        "base_model": base,
+        "initialised_from": None if init is None else {
+            "folder": str(init), "provenance": json.loads((init / PROVENANCE).read_text(encoding="utf-8"))},
+        "data": files,
+        "pairs": len(pairs),
+        "loss": "binary cross-entropy on one logit over mean-pooled [CLS] a [SEP] b [SEP]",
+        "batch_size": batch_size,
+        "learning_rate": lr,
+        "max_seq_length": max_seq_length,
+        "steps": result.step,
+        "steps_planned": total,
+        "pairs_seen": result.step * batch_size,
+        "stopped_by": result.stopped_by,
+        "resumed_from_step": result.resumed_from,
+        "loss_first": sum(losses[:window]) / window if losses else None,
+        "loss_last": sum(losses[-window:]) / window if losses else None,
+        "freeze_embeddings": True,
+        "held_out_pairs": len(held),
+        "milestones": [m.__dict__ for m in result.milestones],
+        "best_milestone": None if result.best is None else result.best.__dict__,
+        "run_dir": str(run.folder),
+        "seed": seed,
+        "batch_seed": batch_seed,
+        "seconds_this_session": round(time.time() - started, 1),
+        "torch": torch.__version__,
+        "command": command or [],
+    }
+    (out / PROVENANCE).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    if result.stopped_by == "steps":
+        run.finished()
+    return record
