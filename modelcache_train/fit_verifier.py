@@ -44,6 +44,35 @@ def scores(verifier_folder: Path, embedding_model: str, pairs: list[Pair], quiet
     return np.array(sims), np.array(logits)
 
 
+def cache_samples(verifier_folder: Path, embedding_model: str, pairs: list[Pair], quiet: bool
+                  ) -> tuple[Any, Any, Any, float]:
+    """Cache mode on held-out pairs, eval's protocol: every ``a`` cached, every ``b`` asked of all of them. Per
+    ``b``: the similarity of its nearest ``a``, the verifier's logit on the two, and whether serving it is right
+    (its own ``a`` on a label-1 row); and the count of label-1 rows (what recall is out of). The wrong hits a
+    cache serves come from other rows' entries, which pairs alone never show."""
+    from tqdm import tqdm
+
+    from modelcache_svc.embedding import load_embedder
+    from modelcache_svc.embedding.models import model_cache_root
+    from modelcache_svc.verifier.model import Verifier
+
+    embedder = load_embedder("onnx", embedding_model)
+    scale = float(getattr(embedder, "similarity_scale", 1.0))
+    verifier = Verifier(verifier_folder.name, verifier_folder, model_cache_root() / "verifiers", threads=0)
+    cached = sorted({p.a for p in pairs})
+    encode = lambda texts: np.concatenate([embedder.encode(texts[i:i + 64]) for i in range(0, len(texts), 64)])
+    a_vectors, b_vectors = encode(cached), encode([p.b for p in pairs])
+    nearest = (b_vectors @ a_vectors.T).argmax(axis=1)
+    cos = (b_vectors * a_vectors[nearest]).sum(axis=1)
+    sims = 1.0 - (1.0 - cos) * scale
+    labels = np.array([float(p.label == 1 and cached[j] == p.a) for p, j in zip(pairs, nearest)])
+    logits: list[float] = []
+    for start in tqdm(range(0, len(pairs), 32), desc="fit verifier (cache)", disable=quiet or not sys.stderr.isatty()):
+        chunk = range(start, min(start + 32, len(pairs)))
+        logits.extend(verifier.logits([pairs[i].b for i in chunk], [cached[nearest[i]] for i in chunk]))
+    return sims, np.array(logits), labels, float(sum(p.label == 1 for p in pairs))
+
+
 def logistic(features: Any, labels: Any, iterations: int = 50) -> Any:
     """Weights (w..., bias) of a logistic regression by Newton's method, with a small ridge for stability."""
     x = np.c_[features, np.ones(len(features))]
@@ -65,8 +94,8 @@ def f_beta(tp: float, fp: float, fn: float, beta: float) -> float:
     return (1 + b2) * tp / denominator if denominator else 0.0
 
 
-def choose(sims: Any, probs: Any, labels: Any, beta: float) -> dict[str, float]:
-    positives = float(labels.sum())
+def choose(sims: Any, probs: Any, labels: Any, beta: float, positives: float | None = None) -> dict[str, float]:
+    positives = float(labels.sum()) if positives is None else positives
     best: tuple[float, float, float, float, float] | None = None
     for low in np.arange(0.40, 0.86, 0.02):
         for high in np.arange(0.80, 1.011, 0.01):
@@ -105,12 +134,24 @@ def summary(sims: Any, probs: Any, labels: Any, chosen: dict[str, float], thresh
 
 
 def fit(verifier_folder: Path, embedding_model: str, pairs: list[Pair], *, beta: float = 0.5,
-        threshold: float = 0.80, quiet: bool = False) -> dict[str, Any]:
+        threshold: float = 0.80, protocol: str = "pairs", quiet: bool = False) -> dict[str, Any]:
+    """``protocol``: the band and cut-off chosen on the pairs themselves ("pairs"), or on cache mode over
+    them ("cache", cache_samples); the combination of logit and similarity is fitted on the pairs either way."""
     sims, logits = scores(verifier_folder, embedding_model, pairs, quiet)
     labels = np.array([int(p.label) for p in pairs])
     w_logit, w_similarity, bias = logistic(np.c_[logits, sims], labels)
-    probs = 1.0 / (1.0 + np.exp(-np.clip(w_logit * logits + w_similarity * sims + bias, -60, 60)))
-    chosen = choose(sims, probs, labels, beta)
+
+    def combined(logits: Any, sims: Any) -> Any:
+        return 1.0 / (1.0 + np.exp(-np.clip(w_logit * logits + w_similarity * sims + bias, -60, 60)))
+
+    probs = combined(logits, sims)
+    if protocol == "cache":
+        c_sims, c_logits, c_labels, positives = cache_samples(verifier_folder, embedding_model, pairs, quiet)
+        chosen = choose(c_sims, combined(c_logits, c_sims), c_labels, beta, positives)
+    elif protocol == "pairs":
+        chosen = choose(sims, probs, labels, beta)
+    else:
+        raise SystemExit(f"protocol {protocol!r}: pairs or cache")
     record = {
         **chosen,
         "combine": {"w_logit": round(float(w_logit), 5), "w_similarity": round(float(w_similarity), 5),
@@ -118,6 +159,7 @@ def fit(verifier_folder: Path, embedding_model: str, pairs: list[Pair], *, beta:
         "beta": beta,
         "embedding_model": embedding_model,
         "fitted_on_pairs": len(pairs),
+        "protocol": protocol,
         "held_out": summary(sims, probs, labels, chosen, threshold),
     }
     (verifier_folder / "verifier.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
@@ -132,10 +174,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--embedding-model", required=True)
     p.add_argument("--pairs", type=Path, default=None, help="default: the folder's held_out.jsonl")
     p.add_argument("--beta", type=float, default=0.5)
+    p.add_argument("--protocol", choices=["pairs", "cache"], default="pairs")
+    p.add_argument("--only", type=Path, default=None, help="fit on the pairs that are also in this file")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     pairs = read_pairs(args.pairs or args.folder / "held_out.jsonl")
-    record = fit(args.folder, args.embedding_model, pairs, beta=args.beta, quiet=args.json)
+    if args.only is not None:
+        keep = {(p.a, p.b) for p in read_pairs(args.only)}
+        pairs = [p for p in pairs if (p.a, p.b) in keep]
+    record = fit(args.folder, args.embedding_model, pairs, beta=args.beta, protocol=args.protocol, quiet=args.json)
     print(json.dumps(record, indent=None if args.json else 2))
     return 0
 
