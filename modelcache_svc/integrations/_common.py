@@ -264,20 +264,22 @@ class Guard:
         return self._answered(plan, hit)
 
     # -- write-back -------------------------------------------------------------------------------
-    def _insert_args(self, plan: Plan, client: object) -> dict[str, Any] | None:
+    def _insert_args(
+        self, plan: Plan, client: object, verifies: bool, ttl_seconds: int | None
+    ) -> dict[str, Any] | None:
         """The insert's keyword arguments, or None when the write-back must not happen."""
         pending = self._take(plan)
         if pending is not None and _field(pending, "uncacheable"):
             self.counters.add("refused")
             return None
         kwargs: dict[str, Any] = {
-            "ttl_seconds": self.ttl_seconds,
+            "ttl_seconds": self.ttl_seconds if ttl_seconds is None else ttl_seconds,
             "metadata": {"integration": self.integration},
             "timeout": self.timeout,
         }
-        verifies = _field(pending, "verify_entry_id") if pending is not None else ""
-        if verifies and _accepts(client, "verifies"):
-            kwargs["verifies"] = verifies
+        verified = _field(pending, "verify_entry_id") if pending is not None and verifies else ""
+        if verified and _accepts(client, "verifies"):
+            kwargs["verifies"] = verified
         return kwargs
 
     def _written(self, entry_id: str) -> str:
@@ -285,12 +287,17 @@ class Guard:
         self.counters.add("writes" if entry_id else "refused")
         return entry_id
 
-    def write(self, plan: Plan, answer: str) -> str:
+    def write(self, plan: Plan, answer: str, verifies: bool = True, ttl_seconds: int | None = None) -> str:
+        """Write ``answer`` back for ``plan``'s chat (``ttl_seconds``: this entry's, instead of the guard's).
+
+        ``verifies=False``: never as a verification write-back, for an answer whose text is not the model's
+        text alone (the service compares the two answers' texts).
+        """
         if not plan.cacheable or not answer or not self.breaker.allow():
             return ""
         try:
             client = self.client
-            kwargs = self._insert_args(plan, client)
+            kwargs = self._insert_args(plan, client, verifies, ttl_seconds)
             if kwargs is None:
                 return ""
             return self._written(client.insert(self.tenant, plan.model, plan.chat, answer, **kwargs))
@@ -298,12 +305,12 @@ class Guard:
             self._failed("write-back", exc)
             return ""
 
-    async def awrite(self, plan: Plan, answer: str) -> str:
+    async def awrite(self, plan: Plan, answer: str, verifies: bool = True, ttl_seconds: int | None = None) -> str:
         if not plan.cacheable or not answer or not self.breaker.allow():
             return ""
         try:
             client = self.aclient
-            kwargs = self._insert_args(plan, client)
+            kwargs = self._insert_args(plan, client, verifies, ttl_seconds)
             if kwargs is None:
                 return ""
             return self._written(await client.insert(self.tenant, plan.model, plan.chat, answer, **kwargs))
@@ -339,6 +346,25 @@ class Guard:
     def _take(self, plan: Plan) -> Hit | None:
         with self._pending_lock:
             return self._pending.pop(self._key(plan), None)
+
+
+class Guarded:
+    """What an integration object shows of its guard: ``tenant``, ``stats``, ``cache_client``."""
+
+    guard: Guard
+
+    @property
+    def tenant(self) -> str:
+        return self.guard.tenant
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Client-side counts: lookups, hits, misses, passthrough, writes, refused, errors, skipped."""
+        return self.guard.counters.as_dict()
+
+    @property
+    def cache_client(self) -> CacheClient:
+        return self.guard.client
 
 
 def _field(obj: object, name: str) -> str:

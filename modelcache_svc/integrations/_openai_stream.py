@@ -18,8 +18,7 @@ from openai.types.chat import ChatCompletionChunk
 from openai.types.chat.chat_completion_chunk import Choice, ChoiceDelta
 from openai.types.completion_usage import CompletionUsage
 
-SYSTEM_FINGERPRINT = "modelcache"  # on every completion and chunk served from the cache
-ID_PREFIX = "modelcache-"
+from ._chat import ID_PREFIX, SYSTEM_FINGERPRINT
 
 
 def zero_usage() -> CompletionUsage:

@@ -18,13 +18,18 @@ settings that shape the answer (``gpt-4o-mini::3f9a2c1d0e``), so two models,
 temperatures or stop lists never share an answer; credentials, endpoints,
 timeouts and the like are left out of the hash (``IGNORED_SETTINGS``).
 
+A hit returns the generations as ``update`` was given them, several of them
+included: order, class, text, ``generation_info``, a chat generation's whole
+message (_langchain_entry.py says how an entry holds them). The one addition is
+``response_metadata["modelcache"]`` on a chat message: what the cache did.
+
 Not cached (lookup answers None, update writes nothing): tool calls and tool
 results, bound tools, structured output (``response_format``), ``n > 1``,
 non-text content (images, audio), a last message that is not the human's.
-Only answers that say they ended by themselves are written back
-(``finish_reason`` ``stop`` and the like): not one cut at ``length`` or by a
-filter, nor a stream that broke off; a model that never reports a finish
-reason needs ``require_finish_reason=False``. Any cache error or a deadline
+Never written back (``not_written``): an answer cut at ``length`` or by a
+filter, a stream that broke off (no finish reason from a provider that reports
+one), a blank one. An answer without any finish reason is written back
+(``require_finish_reason=True`` refuses it). Any cache error or a deadline
 passed is a miss, logged and counted in ``.stats``.
 """
 
@@ -42,19 +47,22 @@ from langchain_core.load import loads
 from langchain_core.messages import AIMessage, BaseMessage, ChatMessage, HumanMessage, SystemMessage
 from langchain_core.outputs import ChatGeneration, Generation
 
-from ..client import AsyncCacheClient, CacheClient
+from ..client import AsyncCacheClient, CacheClient, Hit
 from ._common import (
     DEFAULT_TIMEOUT_S,
     ROLES,
     Breaker,
     Guard,
+    Guarded,
     Plan,
     Served,
     aclear_scopes,
     clear_scopes,
+    log,
     not_cacheable,
     scope_model,
 )
+from ._langchain_entry import UnreadableEntry, decode, encode
 
 # loads() is marked beta; reading back messages LangChain itself serialised is what it is for.
 warnings.filterwarnings("ignore", category=LangChainBetaWarning, module=r"modelcache_svc\.integrations\.langchain")
@@ -90,12 +98,12 @@ IGNORED_SETTINGS = frozenset(
 )
 MODEL_KEYS = ("model_name", "model", "model_id", "deployment_name", "azure_deployment", "repo_id")
 NOT_CACHED_SETTINGS = ("tools", "functions", "tool_choice", "function_call", "response_format", "logprobs")
-# How providers say an answer ended by itself (OpenAI, Anthropic, Google, Bedrock, Ollama); where they say it.
-STOPPED = frozenset({"stop", "end_turn", "STOP", "stop_sequence"})
-FINISH_KEYS = ("finish_reason", "stop_reason", "done_reason")
+# How providers say an answer ended by itself (OpenAI, Anthropic, Google, Bedrock, Ollama, Cohere, TGI); where.
+STOPPED = frozenset({"stop", "end_turn", "STOP", "stop_sequence", "STOP_SEQUENCE", "COMPLETE", "eos_token"})
+FINISH_KEYS = ("finish_reason", "stop_reason", "done_reason", "stopReason")
 
 
-class ModelCacheSemanticCache(BaseCache):
+class ModelCacheSemanticCache(Guarded, BaseCache):
     """A LangChain ``BaseCache`` over the modelcache service, sync and async.
 
     ``timeout``: the cache deadline in seconds (each lookup and each write-back);
@@ -104,7 +112,7 @@ class ModelCacheSemanticCache(BaseCache):
     and ``ttl_seconds``: per-call overrides of the tenant's; ``cache_client``: a
     CacheClient to share. ``stats`` counts lookups, hits, misses, pass-throughs,
     writes and errors on this side. ``require_finish_reason``: write back only
-    answers whose generation says they ended by themselves (see above).
+    answers whose generations say they ended by themselves (see above).
     """
 
     def __init__(
@@ -119,25 +127,13 @@ class ModelCacheSemanticCache(BaseCache):
         ttl_seconds: int = 0,
         cache_client: CacheClient | None = None,
         breaker: Breaker | None = None,
-        require_finish_reason: bool = True,
+        require_finish_reason: bool = False,
     ) -> None:
         self.require_finish_reason = require_finish_reason
         self.guard = Guard(
             target, tenant, api_key, timeout, similarity_threshold, ttl_seconds, "langchain", cache_client, breaker
         )
         self.model = model
-
-    @property
-    def tenant(self) -> str:
-        return self.guard.tenant
-
-    @property
-    def stats(self) -> dict[str, int]:
-        return self.guard.counters.as_dict()
-
-    @property
-    def cache_client(self) -> CacheClient:
-        return self.guard.client
 
     @property
     def async_cache_client(self) -> AsyncCacheClient:
@@ -153,32 +149,31 @@ class ModelCacheSemanticCache(BaseCache):
     # -- BaseCache ----------------------------------------------------------------------------------
     def lookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
         plan, is_chat = self.plan(prompt, llm_string)
-        hit = self.guard.lookup(plan)
-        return _generations(hit.answer, self.guard.served(plan, hit), is_chat) if hit and hit.hit else None
+        return self._served(plan, self.guard.lookup(plan), is_chat)
 
     async def alookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
         plan, is_chat = self.plan(prompt, llm_string)
-        hit = await self.guard.alookup(plan)
-        return _generations(hit.answer, self.guard.served(plan, hit), is_chat) if hit and hit.hit else None
+        return self._served(plan, await self.guard.alookup(plan), is_chat)
 
     def update(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
         plan, _ = self.plan(prompt, llm_string)
-        answer = answer_of(return_val, self.require_finish_reason)
-        if plan.cacheable and answer:
-            self._mark(return_val, plan, self.guard.write(plan, answer))
+        answer = self._answer(plan, return_val)
+        if answer:
+            _mark(return_val, self.guard.served(plan, None, self.guard.write(plan, answer, verifies=False)))
 
     async def aupdate(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
         plan, _ = self.plan(prompt, llm_string)
-        answer = answer_of(return_val, self.require_finish_reason)
-        if plan.cacheable and answer:
-            self._mark(return_val, plan, await self.guard.awrite(plan, answer))
+        answer = self._answer(plan, return_val)
+        if answer:
+            _mark(return_val, self.guard.served(plan, None, await self.guard.awrite(plan, answer, verifies=False)))
 
     def clear(self, **kwargs: Any) -> None:
-        """Drop cached answers: ``model="gpt-4o-mini"`` that model's (every settings variant), else the tenant's."""
-        clear_scopes(self.guard.client, self.tenant, kwargs.get("model"))
+        """Drop cached answers: ``model="gpt-4o-mini"`` that model's (every settings variant); without it the
+        cache's own ``model`` when it was given one, else the whole tenant's."""
+        clear_scopes(self.guard.client, self.tenant, kwargs.get("model", self.model))
 
     async def aclear(self, **kwargs: Any) -> None:
-        await aclear_scopes(self.guard.aclient, self.tenant, kwargs.get("model"))
+        await aclear_scopes(self.guard.aclient, self.tenant, kwargs.get("model", self.model))
 
     # -- mapping ------------------------------------------------------------------------------------
     def plan(self, prompt: str, llm_string: str) -> tuple[Plan, bool]:
@@ -195,11 +190,42 @@ class ModelCacheSemanticCache(BaseCache):
             plan.model = scope_model(self.model or base, settings)
         return plan, is_chat
 
-    def _mark(self, return_val: RETURN_VAL_TYPE, plan: Plan, written_id: str) -> None:
-        """Show the caller the entry its answer was stored as (for feedback)."""
-        info = self.guard.served(plan, None, written_id).as_dict()
-        gen = return_val[0]
-        gen.generation_info = {**(gen.generation_info or {}), "modelcache": info}
+    def _answer(self, plan: Plan, return_val: RETURN_VAL_TYPE) -> str:
+        """The answer text to write back for these generations, or "" (and why, at debug level)."""
+        if not plan.cacheable:
+            return ""
+        refused = not_written(return_val, self.require_finish_reason)
+        answer = "" if refused else encode(return_val)
+        if not answer:
+            log.debug("not written back: %s", refused or "generations JSON cannot carry as they are")
+        return answer
+
+    def _served(self, plan: Plan, hit: Hit | None, is_chat: bool) -> RETURN_VAL_TYPE | None:
+        """A hit's generations as they were written, chat messages marked; None on a miss or an unreadable entry."""
+        if hit is None or not hit.hit:
+            return None
+        served = self.guard.served(plan, hit)
+        try:
+            generations = decode(hit.answer)
+        except UnreadableEntry as exc:
+            log.warning("entry %s of %s served as a miss: %s", hit.id, plan.model, exc)
+            return None
+        if is_chat and len(generations) == 1 and type(generations[0]) is Generation:
+            # An entry of the first format (one plain text): a chat model's answer says it stopped.
+            message = AIMessage(content=generations[0].text, response_metadata={"finish_reason": "stop"})
+            generations = [ChatGeneration(message=message)]
+        _mark(generations, served)
+        return generations
+
+
+def _mark(generations: Sequence[Generation], served: Served) -> None:
+    """Show the caller on each chat message what the cache did (a hit, or the entry an answer was stored as).
+
+    Only a chat message's ``response_metadata`` carries it: generation_info and text generations are
+    returned exactly as they were given (LangChain's standard cache tests hold every cache to that).
+    """
+    info = served.as_dict()
+    for gen in generations:
         if isinstance(gen, ChatGeneration):
             gen.message.response_metadata = {**gen.message.response_metadata, "modelcache": info}
 
@@ -307,29 +333,41 @@ def _text(content: Any) -> str | None:
     return "".join(parts)
 
 
-def answer_of(return_val: RETURN_VAL_TYPE, require_finish_reason: bool = True) -> str:
-    """The text worth caching from a model's generations, or "" (several, tool calls, cut short)."""
-    if len(return_val) != 1:
-        return ""
-    gen = return_val[0]
-    said = dict(gen.generation_info or {})
-    if isinstance(gen, ChatGeneration):
-        message = gen.message
-        if not isinstance(message, AIMessage) or message.tool_calls or message.invalid_tool_calls:
-            return ""
-        said.update(message.response_metadata)
-        text = _text(message.content)
-    else:
-        text = gen.text
-    finish = next((said[k] for k in FINISH_KEYS if said.get(k) is not None), None)
-    if (finish is None and require_finish_reason) or (finish is not None and finish not in STOPPED):
-        return ""
-    return text if text and text.strip() else ""
+def not_written(return_val: RETURN_VAL_TYPE, require_finish_reason: bool = False) -> str:
+    """Why these generations must not be written back, or "" when they may.
 
-
-def _generations(answer: str, served: Served, is_chat: bool) -> list[Generation]:
-    info = {"modelcache": served.as_dict()}
-    if is_chat:
-        message = AIMessage(content=answer, response_metadata={"finish_reason": "stop", **info})
-        return [ChatGeneration(message=message, generation_info=info)]
-    return [Generation(text=answer, generation_info=info)]
+    Every generation must be a whole text answer: no tool calls, text content only, not blank, and not
+    cut short. A finish reason that says it was cut (``length``, a content filter) refuses; so does none
+    at all from a provider that reports one (a ``model_provider`` in the message's metadata, or a
+    finish key present and empty): that is a stream that broke off. No finish reason from a model that
+    never reports one is no reason to refuse, unless ``require_finish_reason``.
+    """
+    if not return_val:
+        return "no generation"
+    for gen in return_val:
+        said = dict(gen.generation_info or {})
+        provider = None
+        if isinstance(gen, ChatGeneration):
+            message = gen.message
+            if not isinstance(message, AIMessage):
+                return f"a {message.type} message"
+            if message.tool_calls or message.invalid_tool_calls or message.additional_kwargs.get("function_call"):
+                return "tool calls"
+            said.update(message.response_metadata)
+            provider = message.response_metadata.get("model_provider")
+            text = _text(message.content)
+            if text is None:
+                return "non-text content"
+        else:
+            text = gen.text
+        if not text or not text.strip():
+            return "a blank answer"
+        finish = next((said[k] for k in FINISH_KEYS if said.get(k) is not None), None)
+        if finish is not None and finish not in STOPPED:
+            return f"cut short ({finish})"
+        if finish is None:
+            if require_finish_reason:
+                return "no finish reason"
+            if provider or any(k in said for k in FINISH_KEYS):
+                return "no finish reason from a provider that reports one: a stream that broke off"
+    return ""

@@ -25,61 +25,31 @@ them is added (``gpt-4o-mini::3f9a2c1d0e``) so two temperatures never share.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from typing import Any
 
 import openai
-from openai.types.chat import ChatCompletion, ChatCompletionMessage
-from openai.types.chat.chat_completion import Choice
+from openai.types.chat import ChatCompletion
 
 from ..client import CacheClient
-from ._common import (
-    DEFAULT_TIMEOUT_S,
-    Breaker,
-    Guard,
-    Plan,
-    Served,
-    aclear_scopes,
-    clear_scopes,
-    not_cacheable,
-    scope_model,
-)
-from ._openai_stream import (
-    ID_PREFIX,
-    SYSTEM_FINGERPRINT,
-    AsyncCachedStream,
-    CachedStream,
-    aiter_list,
-    replay_chunks,
-    zero_usage,
-)
+from ._chat import IGNORED_MESSAGE_KEYS, NEUTRAL_ARGS, PASS_THROUGH, ROLE_OF, answer_of, hit_completion, plan_chat
+from ._common import DEFAULT_TIMEOUT_S, Breaker, Guard, Plan, Served, aclear_scopes, clear_scopes
+from ._openai_stream import AsyncCachedStream, CachedStream, aiter_list, replay_chunks
 
-# Arguments that never change the answer: not part of the scope's hash.
-IGNORED = frozenset(
-    {
-        "messages",
-        "model",
-        "stream",
-        "stream_options",
-        "user",
-        "metadata",
-        "store",
-        "service_tier",
-        "safety_identifier",
-        "prompt_cache_key",
-        "prompt_cache_options",
-        "prompt_cache_retention",
-        "parallel_tool_calls",
-        "timeout",
-        "extra_headers",
-        "extra_query",
-    }
-)
-# Arguments whose presence sends the call straight to the model: a cached text answer cannot honour them.
-PASS_THROUGH = ("tools", "functions", "tool_choice", "function_call", "audio", "web_search_options", "moderation")
-ROLE_OF = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
-IGNORED_MESSAGE_KEYS = frozenset({"role", "content", "refusal", "annotations"})
+IGNORED = NEUTRAL_ARGS  # the name this module gave them first
+__all__ = [
+    "IGNORED",
+    "IGNORED_MESSAGE_KEYS",
+    "PASS_THROUGH",
+    "ROLE_OF",
+    "AsyncCachedOpenAI",
+    "CacheInfo",
+    "CachedOpenAI",
+    "answer_of",
+    "completion_from_hit",
+    "plan_request",
+]
+
 # "Not given" sentinels: NotGiven since openai 1.0, Omit in later releases.
 _NOT_GIVEN = tuple(t for t in (getattr(openai, "Omit", None), getattr(openai, "NotGiven", None)) if t is not None)
 
@@ -109,79 +79,13 @@ def _given(kwargs: Mapping[str, Any]) -> dict[str, Any]:
 
 def plan_request(kwargs: Mapping[str, Any], only_temperature_zero: bool = False) -> Plan:
     """The scope and chat of a ``create`` call, or why it goes straight to the model."""
-    args = _given(kwargs)
-    for name in PASS_THROUGH:
-        if args.get(name):
-            return not_cacheable(f"{name} set")
-    if args.get("n", 1) != 1:
-        return not_cacheable("n > 1")
-    if args.get("logprobs") or args.get("top_logprobs"):
-        return not_cacheable("logprobs asked")
-    if "audio" in (args.get("modalities") or ()):
-        return not_cacheable("audio output")
-    if only_temperature_zero and args.get("temperature", 1) != 0:
-        return not_cacheable("sampled (temperature not 0)")
-    model = args.get("model")
-    if not isinstance(model, str) or not model:
-        return not_cacheable("no model")
-    chat = []
-    for m in args.get("messages") or ():
-        message = _message(m)
-        if message is None:
-            return not_cacheable("a message the cache cannot key (tool, name, non-text content)")
-        chat.append(message)
-    if not chat or chat[-1]["role"] != "user" or not chat[-1]["content"].strip():
-        return not_cacheable("the last message is not a user's question")
-    settings = {k: v for k, v in args.items() if k not in IGNORED and k != "n"}
-    return Plan(True, model=scope_model(model, settings), chat=chat)
-
-
-def _message(m: Any) -> dict[str, str] | None:
-    if not isinstance(m, Mapping):
-        m = m.model_dump(exclude_none=True) if hasattr(m, "model_dump") else None
-        if m is None:
-            return None
-    role = ROLE_OF.get(str(m.get("role", "")))
-    extra = [k for k, v in m.items() if k not in IGNORED_MESSAGE_KEYS and v not in (None, [], "")]
-    if role is None or extra:
-        return None
-    content = m.get("content")
-    if isinstance(content, str):
-        return {"role": role, "content": content}
-    if isinstance(content, list):
-        texts = [p.get("text") for p in content if isinstance(p, Mapping) and p.get("type") == "text"]
-        if len(texts) == len(content) and all(isinstance(t, str) for t in texts):
-            return {"role": role, "content": "".join(texts)}  # type: ignore[arg-type]
-    return None
+    return plan_chat(_given(kwargs), kwargs.get("model"), only_temperature_zero)
 
 
 def completion_from_hit(answer: str, info: CacheInfo, model: str) -> ChatCompletion:
-    completion = ChatCompletion(
-        id=ID_PREFIX + info.entry_id,
-        object="chat.completion",
-        created=int(time.time()),
-        model=model,
-        system_fingerprint=SYSTEM_FINGERPRINT,
-        choices=[
-            Choice(index=0, finish_reason="stop", message=ChatCompletionMessage(role="assistant", content=answer))
-        ],
-        usage=zero_usage(),
-    )
+    completion = ChatCompletion.model_validate(hit_completion(answer, info.entry_id, model))
     completion.modelcache = info  # type: ignore[attr-defined]
     return completion
-
-
-def answer_of(completion: ChatCompletion) -> str:
-    """The text worth writing back: one choice, stopped by itself, plain text."""
-    if len(completion.choices) != 1:
-        return ""
-    choice = completion.choices[0]
-    message = choice.message
-    if choice.finish_reason != "stop" or message.tool_calls or message.function_call or message.refusal:
-        return ""
-    if message.audio or not message.content or not message.content.strip():
-        return ""
-    return message.content
 
 
 def _include_usage(kwargs: Mapping[str, Any]) -> bool:

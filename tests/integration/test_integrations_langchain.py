@@ -9,9 +9,12 @@ import uuid
 from typing import Any
 
 import pytest
+from langchain_core.load import dumps
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.outputs import ChatGeneration, Generation
 from langchain_openai import ChatOpenAI, OpenAI
 
+from modelcache_svc.integrations._langchain_entry import MARK
 from modelcache_svc.integrations.langchain import ModelCacheSemanticCache, read_llm_string
 from tests.fake_openai import FakeOpenAI
 from tests.servers import ThreadServer, free_port
@@ -108,7 +111,10 @@ def test_text_llm_repeat_and_paraphrase(cache_server: ThreadServer, model_server
     assert llm.invoke(Q) == llm.invoke(PARAPHRASE) == first
     assert model_server.calls == calls
     result = llm.generate([PARAPHRASE])
-    assert result.generations[0][0].generation_info["modelcache"]["match"] == "semantic"
+    assert model_server.calls == calls and cache.stats["hits"] == 3
+    # The generation as the model gave it: LangChain's standard tests hold a cache to that (no mark added).
+    assert result.generations[0][0].text == first
+    assert result.generations[0][0].generation_info == {"finish_reason": "stop", "logprobs": None}
 
 
 def test_streamed_miss_is_written_back_and_served_next_time(
@@ -185,3 +191,101 @@ def test_llm_strings_map_to_safe_scope_names() -> None:
     from modelcache_svc.limits import check_model_name
 
     assert check_model_name(cache.plan("q", '{"kwargs": {"model": "ft:gpt-4o@acme #1"}}')[0].model)
+
+
+def unmarked(generations: Any) -> list[Any]:
+    """Generations without the cache's own response_metadata["modelcache"] (what update was given)."""
+    out = []
+    for gen in generations:
+        if isinstance(gen, ChatGeneration):
+            metadata = {k: v for k, v in gen.message.response_metadata.items() if k != "modelcache"}
+            gen = gen.model_copy(update={"message": gen.message.model_copy(update={"response_metadata": metadata})})
+        out.append(gen)
+    return out
+
+
+def test_several_chat_generations_come_back_as_they_were_given(cache_server: ThreadServer, name: str) -> None:
+    cache = semantic_cache(cache_server, model=name)
+    prompt = "What's the capital of Vietnam?"
+    first = AIMessage(
+        content="Hanoi <b>is</b> the capital --> not Saigon.",
+        response_metadata={"finish_reason": "stop", "model_name": "m-1", "token_usage": {"total_tokens": 15}},
+        usage_metadata={"input_tokens": 10, "output_tokens": 5, "total_tokens": 15},
+        additional_kwargs={"refusal": None},
+    )
+    second = AIMessage(content=[{"type": "text", "text": "Hà Nội."}], response_metadata={"finish_reason": "stop"})
+    given = [
+        ChatGeneration(message=first, generation_info={"finish_reason": "stop", "logprobs": None}),
+        ChatGeneration(message=second),
+    ]
+    cache.update(prompt, "[('model', 'm-1')]", given)
+    written = given[0].message.response_metadata["modelcache"]  # the entry the answer was stored as
+    assert written["hit"] is False and written["entry_id"]
+    back = cache.lookup(prompt, "[('model', 'm-1')]")
+    assert back is not None and unmarked(back) == unmarked(given)
+    assert [type(g) for g in back] == [ChatGeneration, ChatGeneration]
+    served = back[0].message.response_metadata["modelcache"]
+    assert served["hit"] and served["match"] == "exact" and served["entry_id"] == written["entry_id"]
+    # The stored answer leads with the first generation's text: what `modelcache-svc query` shows.
+    with cache_server.client() as c:
+        scope = cache.plan(prompt, "[('model', 'm-1')]")[0].model
+        hit = c.query("default", scope, [{"role": "user", "content": prompt}])
+    assert hit.answer.startswith(first.content + MARK)
+
+
+def test_an_entry_of_the_first_format_is_read_back(cache_server: ThreadServer, name: str) -> None:
+    """Entries written before generations were kept hold the answer's text alone."""
+    cache = semantic_cache(cache_server, model=name)
+    llm_string = "[('model', 'm-1')]"
+    text_plan, _ = cache.plan("Who wrote Hamlet?", llm_string)
+    chat_prompt = dumps([SYSTEM, HumanMessage(Q)])
+    chat_plan, is_chat = cache.plan(chat_prompt, llm_string)
+    with cache_server.client() as c:
+        c.insert("default", text_plan.model, text_plan.chat, "Shakespeare.")
+        c.insert("default", chat_plan.model, chat_plan.chat, "Hanoi.")
+    assert cache.lookup("Who wrote Hamlet?", llm_string) == [Generation(text="Shakespeare.")]
+    (chat,) = cache.lookup(chat_prompt, llm_string) or []
+    assert is_chat and isinstance(chat, ChatGeneration) and chat.message.content == "Hanoi."
+    assert chat.message.response_metadata["finish_reason"] == "stop"
+
+
+def test_what_is_written_back_and_what_is_not(cache_server: ThreadServer, name: str) -> None:
+    cache = semantic_cache(cache_server, model=name)
+    llm = "[('model', 'm-1')]"
+
+    def written(prompt: str, *generations: Generation, strict: bool = False) -> bool:
+        cache.require_finish_reason = strict
+        cache.update(prompt, llm, list(generations))
+        return cache.lookup(prompt, llm) is not None
+
+    def chat(text: str, **metadata: Any) -> ChatGeneration:
+        return ChatGeneration(message=AIMessage(content=text, response_metadata=metadata))
+
+    # No finish reason at all (a model wrapper that reports none): cached, unless asked to require one.
+    assert written("Who wrote Hamlet?", Generation(text="Shakespeare."))
+    assert written("Who painted the Mona Lisa?", chat("Leonardo."))
+    assert not written("What is the largest ocean?", chat("The Pacific."), strict=True)
+    assert written("What is the smallest ocean?", chat("The Arctic.", stop_reason="end_turn"), strict=True)
+    # Cut short, or a stream that broke off (a provider that reports finish reasons, none this time): never.
+    assert not written("Tell me a long story.", chat("Once upon", finish_reason="length"))
+    filtered = Generation(text="Once", generation_info={"finish_reason": "content_filter"})
+    assert not written("Tell me a violent story.", filtered)
+    assert not written("Tell me a sad story.", chat("Once upon a", model_provider="openai"))
+    assert not written("Tell me a short story.", Generation(text="Once", generation_info={"finish_reason": None}))
+    # Every generation must be whole: one cut among several refuses them all; so do tool calls and blanks.
+    assert not written("Name two oceans.", chat("Pacific.", finish_reason="stop"), chat("Atl", finish_reason="length"))
+    call = {"name": "weather", "args": {}, "id": "call_1"}
+    assert not written("Look up the capital of Peru.", ChatGeneration(message=AIMessage("Lima.", tool_calls=[call])))
+    assert not written("Say nothing.", Generation(text="  "))
+    # A generation_info JSON cannot carry as it is (a tuple would come back a list): not cached.
+    assert not written("Name three colours.", Generation(text="Red.", generation_info={"rgb": (255, 0, 0)}))
+    assert cache.stats["errors"] == 0
+
+
+def test_an_unreadable_entry_is_a_miss(cache_server: ThreadServer, name: str) -> None:
+    cache = semantic_cache(cache_server, model=name)
+    plan, _ = cache.plan("Who wrote Hamlet?", "[('model', 'm-1')]")
+    with cache_server.client() as c:
+        c.insert("default", plan.model, plan.chat, "Shakespeare." + MARK + '{"kind": "chat", "generations": [{}]}-->')
+    assert cache.lookup("Who wrote Hamlet?", "[('model', 'm-1')]") is None
+    assert cache.stats["hits"] == 1  # the service served it; the cache would not hand it on
