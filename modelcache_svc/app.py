@@ -14,7 +14,7 @@ import grpc
 from .cache.service import CacheCore
 from .config import Settings
 from .embedding import Embedder, EmbeddingBatcher, load_embedder
-from .embedding.pool import EmbedderPool
+from .embedding.pool import EmbedderPool, Rescaled
 from .errors import InvalidArgument
 from .metrics import Metrics
 from .stores import MEMORY_URI, open_scalar_store
@@ -39,25 +39,34 @@ def check_exposure(settings: Settings) -> None:
         )
 
 
-def load_verifiers(settings: Settings) -> tuple[Verifier | None, Verifier | None]:
-    """The verifiers the settings name (English, CJK), loaded now: no request pays for loading one. The CJK
-    verifier only where CJK routing is on (its questions are embedded by the CJK model)."""
+def load_verifiers(settings: Settings) -> tuple[Verifier | None, ...]:
+    """The verifiers the settings name (English, CJK, other languages), loaded now: no request pays for
+    loading one. The CJK and the multilingual verifier only where that routing is on (their band was fitted
+    on the similarities of the model the routing names); one spec named twice loads once."""
     from .verifier import load_verifier
 
     cache = Path(settings.model_cache_dir) if settings.model_cache_dir else None
     threads = settings.verifier_threads
-    english = load_verifier(settings.verifier_model, cache, threads=threads) if settings.verifier_model else None
-    cjk = None
-    if settings.verifier_cjk_model and settings.cjk_model:
-        cjk = load_verifier(settings.verifier_cjk_model, cache, threads=threads)
-    return english, cjk
+    loaded: dict[str, Verifier] = {}
+
+    def load(spec: str) -> Verifier:
+        if spec not in loaded:
+            loaded[spec] = load_verifier(spec, cache, threads=threads)
+        return loaded[spec]
+
+    english = load(settings.verifier_model) if settings.verifier_model else None
+    cjk = load(settings.verifier_cjk_model) if settings.verifier_cjk_model and settings.cjk_model else None
+    multilingual = None
+    if settings.verifier_multilingual_model and settings.multilingual_model:
+        multilingual = load(settings.verifier_multilingual_model)
+    return english, cjk, multilingual
 
 
 def build_core(
     settings: Settings,
     embedder: Embedder | None = None,
     cjk_embedder: Embedder | None = None,
-    verifiers: tuple[Verifier | None, Verifier | None] | None = None,
+    verifiers: tuple[Verifier | None, ...] | None = None,
 ) -> CacheCore:
     """``embedder`` / ``cjk_embedder`` / ``verifiers``: already loaded models for the default and the CJK
     model and the verifiers (tests share them between servers); otherwise all load here, before the service
@@ -95,13 +104,25 @@ def build_core(
         )
 
     pool = EmbedderPool(
-        batcher(embedder or load(settings.embedding_model)), load, batcher, cjk_model=settings.cjk_model
+        batcher(embedder or load(settings.embedding_model)), load, batcher, cjk_model=settings.cjk_model,
+        multilingual_model=settings.multilingual_model,
     )
+    cjk_loaded = None
     if settings.cjk_model:
         # Loaded now, not on the first Chinese question: no request pays seconds of model loading.
-        pool.add(settings.cjk_model, cjk_embedder or load(settings.cjk_model))
-    english, cjk = verifiers if verifiers is not None else load_verifiers(settings)
-    return CacheCore(settings, scalar, vector, pool, metrics=metrics, verifiers=VerifierPool(english, cjk))
+        cjk_loaded = cjk_embedder or load(settings.cjk_model)
+        pool.add(settings.cjk_model, cjk_loaded)
+    multilingual = settings.multilingual_model
+    if multilingual.endswith("#multilingual") and cjk_loaded is not None:
+        pool.add(multilingual, Rescaled(cjk_loaded, f"{cjk_loaded.model_id}#multilingual",
+                                        settings.multilingual_similarity_scale))
+    elif multilingual and multilingual not in (settings.cjk_model, settings.embedding_model):
+        pool.add(multilingual, load(multilingual))
+    from .embedding.language import warm
+
+    warm()  # the language detector's model, before the first question
+    loaded = verifiers if verifiers is not None else load_verifiers(settings)
+    return CacheCore(settings, scalar, vector, pool, metrics=metrics, verifiers=VerifierPool(*loaded))
 
 
 @dataclass

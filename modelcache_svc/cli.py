@@ -129,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the verifier for this tenant (default: the server's setting)")
         t.add_argument("--verifier-cutoff", type=float, default=None,
                        help="probability the verifier needs to serve a candidate (default: the model's fitted one)")
+        t.add_argument("--cross-language", type=_on_off, default=None, metavar="on|off",
+                       help="let an entry answer questions of another language (default off: each language its own)")
         policy_tool.add_policy_flags(t)
     for verb in ("get", "delete"):
         t = tsub.add_parser(verb)
@@ -258,7 +260,7 @@ def run_client(args: argparse.Namespace, environ: dict[str, str]) -> int:
 def _tenant_verb(args: argparse.Namespace, client: Any) -> None:
     verb = args.tenant_command
     config_names = ("similarity_threshold", "ttl_seconds", "max_entries", "eviction_policy", "embedding_model",
-                    "max_error_rate", "verify_rate", "verifier", "verifier_cutoff")
+                    "max_error_rate", "verify_rate", "verifier", "verifier_cutoff", "cross_language")
     if verb in ("create", "update"):
         config = {k: getattr(args, k) for k in config_names if getattr(args, k) is not None}
         from .tools import policy as policy_tool

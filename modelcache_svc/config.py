@@ -21,6 +21,15 @@ DEFAULT_CJK_MODEL = "packaged:e5-cache-zh"
 DEFAULT_SIMILARITY_THRESHOLD = 0.80
 DEFAULT_VERIFIER = "packaged:verifier-en"
 DEFAULT_CJK_VERIFIER = "packaged:verifier-zh"
+# Every other language: the CJK model and its verifier are multilingual-e5-small underneath (docs/hit-quality.md,
+# "Fourth round", has the models measured for it).
+DEFAULT_MULTILINGUAL_MODEL = DEFAULT_CJK_MODEL
+# Its cosine 0.81 reads as the common 0.80 for those languages: fitted in cache mode on the odd rows of
+# tests/data/multilingual.jsonl for F0.5 (docs/hit-quality.md, "Fourth round"); LCQMC's 1.71 made recall 0.40.
+DEFAULT_MULTILINGUAL_SCALE = 1.0526
+# No verifier for them by default: the Chinese one, read on Spanish or Russian, cut recall on
+# tests/data/multilingual.jsonl from 0.71 to 0.46 (its band was fitted on LCQMC); the guard does the work.
+DEFAULT_MULTILINGUAL_VERIFIER = "off"
 EMBEDDING_BACKENDS = ("onnx", "onnx-int8", "torch", "text2vec")
 MILVUS_INDEX_TYPES = ("HNSW", "IVF_FLAT", "IVF_SQ8", "FLAT")
 
@@ -68,6 +77,12 @@ class Settings:
                                    "local model folder")
     embedding_model_cjk: str = setting(DEFAULT_CJK_MODEL, "model for questions with CJK characters in tenants "
                                        "on the default model (off = one model for all)")
+    embedding_model_multilingual: str = setting(DEFAULT_MULTILINGUAL_MODEL, "model for questions in languages "
+                                                "other than English and CJK in tenants on the default model "
+                                                "(off = the default model)")
+    multilingual_similarity_scale: float = setting(
+        DEFAULT_MULTILINGUAL_SCALE, "similarity scale of the multilingual route when it shares the CJK model "
+        "(0 = that model's own)", flag=False)
     embedding_max_batch: int = setting(32, "questions embedded in one batch at most", flag=False)
     embedding_max_wait_ms: float = setting(2.0, "how long a batch waits for more questions", flag=False)
     embedding_threads: int = setting(0, "embedding threads (0 = the backend's default)", flag=False)
@@ -80,6 +95,8 @@ class Settings:
     verifier: str = setting(DEFAULT_VERIFIER, "cross-encoder over uncertain candidates: packaged:<name>, a "
                             "trained folder, or off")
     verifier_cjk: str = setting(DEFAULT_CJK_VERIFIER, "verifier for questions with CJK characters (off = none)")
+    verifier_multilingual: str = setting(DEFAULT_MULTILINGUAL_VERIFIER, "verifier for questions in languages "
+                                         "other than English and CJK (off = none)")
     verifier_threads: int = setting(1, "threads of each verifier run", flag=False)
 
     # --- Matching: which candidate, if any, a query is served
@@ -90,6 +107,11 @@ class Settings:
     # 0.15 measured best on shared/eval (docs/hit-quality.md, "The rerank").
     rerank_lexical_weight: float = setting(0.15, "candidates above the threshold ranked by cosine + this x "
                                            "word-pair overlap (0 = off)")
+    # 0.75: above every other-task instruction pair of tests/data/long_prompts_{reworded_en,zh}.jsonl (highest
+    # 0.56 English, 0.71 Chinese), taking 10 and 17 of their 32 reworded ones (docs/hit-quality.md, "Fourth round")
+    long_prompt_instruction_threshold: float = setting(
+        0.75, "a long prompt's instruction (cache/window.py) must be this alike to the candidate's (the common "
+        "similarity scale)", flag=False)
     top_k: int = setting(5, "candidates read from the vector store per query", flag=False)
     exact_cache_size: int = setting(10_000, "chats remembered for exact hits", flag=False)
 
@@ -196,6 +218,19 @@ class Settings:
     def verifier_cjk_model(self) -> str:
         return self._off(self.verifier_cjk)
 
+    @property
+    def multilingual_model(self) -> str:
+        """The model routing sends other languages to, "" for the default model; the CJK model under its
+        multilingual scale is named ``<spec>#multilingual``."""
+        spec = self._off(self.embedding_model_multilingual)
+        if spec and spec == self.cjk_model and self.multilingual_similarity_scale > 0:
+            return f"{spec}#multilingual"
+        return spec
+
+    @property
+    def verifier_multilingual_model(self) -> str:
+        return self._off(self.verifier_multilingual)
+
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
@@ -214,6 +249,10 @@ class Settings:
             raise InvalidArgument("verify_pending_ttl_s must be positive and feedback_pool_ttl_s not negative")
         if not 0.0 <= self.rerank_lexical_weight <= 1.0:
             raise InvalidArgument("rerank_lexical_weight must be in [0, 1]")
+        if not 0.0 <= self.multilingual_similarity_scale <= 100.0:
+            raise InvalidArgument("multilingual_similarity_scale must be in [0, 100] (0 = the model's own)")
+        if not 0.0 < self.long_prompt_instruction_threshold <= 1.0:
+            raise InvalidArgument("long_prompt_instruction_threshold must be in (0, 1]")
         if self.question_vector_cache_size < 0:
             raise InvalidArgument("question_vector_cache_size must be >= 0 (0 = off)")
         for name in ("grpc_port", "http_port", "resp_port"):

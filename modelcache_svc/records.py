@@ -80,6 +80,9 @@ class TenantConfig:
     # probability a candidate needs (None = the model's fitted cut-off).
     verifier: bool | None = None
     verifier_cutoff: float | None = None
+    # An entry answers questions of its own language only (cache/routing.py); True lets it answer any
+    # language its model embeds alike (the tenant's answers are language-neutral, or it translates them).
+    cross_language: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,8 +31,8 @@ def shared_cjk_embedder() -> Embedder:
 
 
 @functools.cache
-def shared_verifiers() -> tuple[Any, Any]:
-    """The default verifiers (English, CJK), loaded once per test process."""
+def shared_verifiers() -> tuple[Any, ...]:
+    """The default verifiers (English, CJK, other languages), loaded once per test process."""
     from modelcache_svc.app import load_verifiers
 
     return load_verifiers(Settings())
@@ -55,9 +55,11 @@ class ThreadServer:
         cjk = shared_cjk_embedder() if settings.embedding_model_cjk == DEFAULT_CJK_MODEL else None
         default = Settings()
         verifiers = None
-        if (settings.verifier_model, settings.verifier_cjk_model) == (default.verifier_model, default.verifier_cjk_model):
-            english, zh = shared_verifiers()
-            verifiers = (english, zh if settings.cjk_model else None)
+        if (settings.verifier_model, settings.verifier_cjk_model, settings.verifier_multilingual_model) == (
+                default.verifier_model, default.verifier_cjk_model, default.verifier_multilingual_model):
+            english, zh, multilingual = shared_verifiers()
+            verifiers = (english, zh if settings.cjk_model else None,
+                         multilingual if settings.multilingual_model else None)
         self.service = Service(settings, build_core(settings, embedder, cjk, verifiers))
         self.call(self.service.start(), timeout=120)
         self.target = f"127.0.0.1:{self.service.grpc_port}"

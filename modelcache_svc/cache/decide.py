@@ -48,7 +48,7 @@ def learning_active(tenant: Tenant) -> bool:
 
 def live(
     question: str, context_hash: str, scope: Scope, hits: Sequence[VectorHit], rows: dict[str, EntryRow],
-    similarities: Sequence[float], guard: bool,
+    similarities: Sequence[float], guard: bool, language: str = "",
 ) -> tuple[list[Candidate], list[str]]:
     """The servable candidates in the hits' order, and the guard's reason for each one it vetoed.
     ``similarities``: each hit's on the common scale."""
@@ -62,7 +62,7 @@ def live(
         if row.context_hash != context_hash:
             continue
         if guard:
-            reason = guard_veto(question, row.question)
+            reason = guard_veto(question, row.question, language)
             if reason is not None:
                 vetoes.append(reason)
                 continue

@@ -34,6 +34,7 @@ from .decide import Candidate, Choice, learned_choice, learning_active
 from .keys import ENTRY_ID, ChatKey, ChatKeyMemo, check_answer
 from .learned_threshold import EMPTY_POOL, ModelSettings, PooledEvidence
 from .querylog import QueryLog, QueryLogRow
+from .routing import route_and_key
 from .runtime import Runtime
 from .tenants import Principal, TenantRegistry
 
@@ -163,7 +164,7 @@ class Learner:
             raise InvalidArgument("verdict must be CORRECT or WRONG")
         if not isinstance(entry_id, str) or not ENTRY_ID.match(entry_id):
             raise InvalidArgument("entry_id is invalid: ids are 32 lowercase hex characters")
-        key = self.chat_keys.key(messages, rt.settings.limits)
+        embedder, key = await route_and_key(rt, tenant, self.chat_keys.key(messages, rt.settings.limits))
         if answer:
             if verdict != "wrong":
                 raise InvalidArgument("answer goes with a WRONG verdict only (the right answer for that chat)")
@@ -181,7 +182,6 @@ class Learner:
             action = await self._own_chat(principal, scope, row, key, wrong, answer, now)
             self._log(scope, "feedback:" + verdict, entry_id, 1.0)
             return action
-        embedder = await rt.embedders.for_text(tenant.config.embedding_model, key.question)
         vectors = await embedder.embed_many([key.question, row.question])
         similarity = embedder.reported(float(np.dot(vectors[0], vectors[1])))
         observation = Observation(entry_id, scope.tenant, similarity, wrong, "user", key.exact_key, now)

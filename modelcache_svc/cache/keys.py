@@ -39,6 +39,9 @@ class ChatKey:
     question: str
     exact_key: str
     messages: tuple[Message, ...]
+    # Set by cache/routing.py: the question's language, and a long prompt's instruction (window.py)
+    language: str = ""
+    instruction: str = ""
 
 
 def check_entry_ids(ids: Sequence[object], limits: Limits) -> list[str]:

@@ -23,11 +23,12 @@ from .decide import Candidate
 from .feedback import Learner
 from .hits import HitCounter
 from .keys import ChatKey, ChatKeyMemo
-from .matching import resolve_threshold
+from .matching import guard_veto, resolve_threshold
 from .runtime import Runtime
 from .tenants import Principal, TenantRegistry
 from .verifier_gate import Gate, gate_for, verifier_applies
-from .window import keyed_past_window
+from .window import split_instruction
+from .routing import route_and_key
 
 
 class Lookup:
@@ -73,8 +74,7 @@ class Lookup:
         if row is not None:
             self.hits.record(row.id, now)
             return QueryResult(True, MatchKind.EXACT, row.answer, row.id, 1.0, row.question)
-        embedder = await rt.embedders.for_text(tenant.config.embedding_model, key.question)
-        key = keyed_past_window(key, embedder.tail_past_window(key.question))
+        embedder, key = await route_and_key(rt, tenant, key)
         return await self.semantic(
             embedder, scope, tenant, key, threshold, similarity_threshold is not None, top_k or settings.top_k, now
         )
@@ -100,7 +100,7 @@ class Lookup:
         rt = self.runtime
         with rt.metrics.timed("embed"):
             vector = await self.embed_question(embedder, key.question)
-        verifier = self.verifiers.for_text(key.question) if verifier_applies(tenant.config) else None
+        verifier = self.verifiers.for_language(key.language) if verifier_applies(tenant.config) else None
         gate = None if verifier is None else gate_for(
             verifier.options.band_low, verifier.options.band_high, verifier.options.cutoff,
             tenant.config.verifier, tenant.config.verifier_cutoff,
@@ -119,9 +119,11 @@ class Lookup:
             learning = None  # nothing learned here: the plain decision
         similarities = [embedder.reported(h.similarity) for h in hits]
         live, vetoes = decide.live(key.question, key.context_hash, scope, hits, rows, similarities,
-                                   rt.settings.precision_guard)
+                                   rt.settings.precision_guard, key.language)
         for reason in vetoes:
             rt.metrics.count(rt.metrics.guard_vetoes, reason)
+        if key.instruction and live:
+            live = await self.same_task(embedder, key.instruction, live)
         if gate is not None and verifier is not None:
             live = await self.verified(verifier, gate, key.question, live, threshold)
         weight = rt.settings.rerank_lexical_weight
@@ -157,6 +159,26 @@ class Lookup:
                 outcome = "accepted" if p >= gate.cutoff else "rejected"
                 rt.metrics.count(rt.metrics.verifier_decisions, outcome)
         return decide.verified(live, gate, threshold, probabilities)
+
+    async def same_task(self, embedder: EmbeddingBatcher, instruction: str, live: list[Candidate]) -> list[Candidate]:
+        """The candidates whose own instruction asks what this long prompt's does (cache/window.py): as alike as
+        ``long_prompt_instruction_threshold`` on the common scale, and no guard veto between the two."""
+        rt = self.runtime
+        theirs = [split_instruction(c.row.question)[0] for c in live]
+        texts = [instruction, *{t for t in theirs if t}]
+        vectors = dict(zip(texts, await embedder.embed_many(texts)))
+        kept = []
+        for c, other in zip(live, theirs):
+            if not other:
+                rt.metrics.count(rt.metrics.guard_vetoes, "instruction")
+                continue
+            similarity = embedder.reported(float(vectors[instruction] @ vectors[other]))
+            if similarity < rt.settings.long_prompt_instruction_threshold or (
+                    rt.settings.precision_guard and guard_veto(instruction, other) is not None):
+                rt.metrics.count(rt.metrics.guard_vetoes, "instruction")
+                continue
+            kept.append(c)
+        return kept
 
     async def embed_question(self, embedder: EmbeddingBatcher, question: str) -> Any:
         """The question's vector: remembered for a question asked recently, else the model's."""

@@ -42,7 +42,7 @@ from .hits import HitCounter
 from .keys import ENTRY_ID, ChatKey, chat_key, check_answer, check_metadata
 from .runtime import Runtime
 from .tenants import Principal, TenantRegistry
-from .window import keyed_past_window
+from .routing import route_and_key
 from .writer import Writer
 
 PAGE = 256
@@ -204,8 +204,8 @@ async def _stage(
         if e.expires_at is not None and e.expires_at <= now:
             report.expired += 1
             continue
-        embedder = await rt.embedders.for_text(tenant.config.embedding_model, key.question)
-        staged.append(_Staged(i, e, keyed_past_window(key, embedder.tail_past_window(key.question)), embedder))
+        embedder, key = await route_and_key(rt, tenant, key)
+        staged.append(_Staged(i, e, key, embedder))
     return staged
 
 

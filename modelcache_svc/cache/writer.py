@@ -29,7 +29,7 @@ from .hits import HitCounter
 from .keys import ENTRY_ID, ChatKey, chat_key, check_answer, check_entry_ids, check_metadata
 from .runtime import Runtime
 from .tenants import Principal, TenantRegistry
-from .window import keyed_past_window
+from .routing import route_and_key
 
 log = logging.getLogger("modelcache_svc.cache")
 MAX_TTL_SECONDS = 10 * 365 * 24 * 3600
@@ -106,8 +106,7 @@ class Writer:
             if verdict is not None and verdict.action is CacheabilityAction.SHORT_TTL:
                 short = compiled(tenant.config.cacheability).short_ttl_seconds
                 ttl = min(ttl, short) if ttl else short
-            embedder = await rt.embedders.for_text(tenant.config.embedding_model, key.question)
-            key = keyed_past_window(key, embedder.tail_past_window(key.question))
+            embedder, key = await route_and_key(rt, tenant, key)
             row = _row(scope, key, answer, metadata, embedder, stamps[i], now + ttl if ttl else None)
             staged.append(Staged(i, key, embedder, row))
         if not staged:

@@ -77,6 +77,7 @@ class TenantInfo:
     verify_rate: float = 0.0
     verifier: bool | None = None  # None: the server's setting
     verifier_cutoff: float | None = None  # None: the model's fitted cut-off
+    cross_language: bool = False  # True: an entry may answer questions of other languages
 
 
 @dataclass(frozen=True)
@@ -171,10 +172,10 @@ def tenant_config(**config: Any) -> tuple[pb.TenantConfig, list[str]]:
                 raise errors.InvalidArgument(f"eviction_policy must be one of {', '.join(_POLICIES)}") from exc
         elif name in ("similarity_threshold", "max_error_rate", "verify_rate"):
             setattr(message, name, float(value))
-        elif name == "verifier":
+        elif name in ("verifier", "cross_language"):
             if not isinstance(value, bool):
-                raise errors.InvalidArgument("verifier must be true or false")
-            message.verifier = value
+                raise errors.InvalidArgument(f"{name} must be true or false")
+            setattr(message, name, value)
         elif name == "verifier_cutoff":
             message.verifier_cutoff = float(value)
         elif name in ("ttl_seconds", "max_entries"):
@@ -218,6 +219,7 @@ def _tenant(t: pb.Tenant) -> TenantInfo:
         verify_rate=c.verify_rate,
         verifier=c.verifier if c.HasField("verifier") else None,
         verifier_cutoff=c.verifier_cutoff if c.HasField("verifier_cutoff") else None,
+        cross_language=c.cross_language,
     )
 
 

@@ -7,11 +7,13 @@ layer norms and position embeddings). This module reads that file and writes a p
 folder with the 4-bit weights dequantised to fp32, so the ONNX path serves the same weights at the
 speed of any other model of its size, and ``train`` can fine-tune them.
 
-The vocabulary is cut to the pieces made only of ASCII, CJK ideographs, kana, hangul, full-width
-forms and punctuation (about 107,000 of 250,002): a piece outside that set can never be part of the
-tokenisation of a text written in those scripts, so such texts get exactly the full model's tokens,
-and the word embeddings take 2.4x less memory. Text in other scripts is routed to the English model
-anyway (embedding/routing.py).
+The whole vocabulary is kept (250,002 pieces). Version 2 kept only the pieces made of ASCII, CJK,
+kana, hangul and punctuation (107,000), which made every accented Latin letter and every word of
+Cyrillic, Arabic, Devanagari or Vietnamese script [UNK]: since every language beside English is routed
+to this model (embedding/language.py), "самая длинная река россии" and "самое глубокое озеро" embedded
+to one vector. Pieces are scored and chosen exactly as before, so a text of the old scripts gets the
+same tokens (other ids, the same embedding rows), and the overlays trained on the old folder (only
+encoder layers and heads: the word embeddings stay frozen) apply unchanged.
 
 The tokenizer is the XLM-R tokenizer as transformers builds it: NFKC plus the map's few
 differences (control characters dropped, odd spaces made spaces), runs of spaces collapsed, a
@@ -36,7 +38,7 @@ import numpy as np
 log = logging.getLogger("modelcache_svc.embedding")
 
 MODEL_NAME = "multilingual-e5-small"
-CONVERT_VERSION = 2
+CONVERT_VERSION = 3
 QUERY_PREFIX = "query: "
 # The similarity scale fitted on training pairs by `make models` (FolderOptions in base.py)
 FITTED_OPTIONS = Path(__file__).resolve().parent.parent / "models" / MODEL_NAME / "modelcache.json"
@@ -79,19 +81,6 @@ def _dequantise(raw: bytes, rows: int, cols: int) -> np.ndarray:
     high = (blocks["qs"] >> 4).astype(np.int8) - 8
     values = np.concatenate([low, high], axis=1).astype(np.float32) * blocks["d"].astype(np.float32)[:, None]
     return values.reshape(rows, cols)
-
-
-def _allowed(char: str) -> bool:
-    c = ord(char)
-    return (
-        c < 0x80
-        or 0x2000 <= c <= 0x206F  # general punctuation
-        or 0x1100 <= c <= 0x11FF or 0x3130 <= c <= 0x318F or 0xAC00 <= c <= 0xD7AF  # hangul
-        or 0x3000 <= c <= 0x30FF  # CJK symbols and punctuation, hiragana, katakana
-        or 0x3400 <= c <= 0x4DBF or 0x4E00 <= c <= 0x9FFF or 0xF900 <= c <= 0xFAFF  # ideographs
-        or 0xFF00 <= c <= 0xFFEF  # full-width forms
-        or c == 0x2581  # the metaspace
-    )
 
 
 def convert(target: Path, source: Path | None = None) -> Path:
@@ -141,7 +130,7 @@ def convert(target: Path, source: Path | None = None) -> Path:
             raise ValueError(f"{name}: expected a {rows}x{cols} 4-bit tensor")
         return _dequantise(data[offset:offset + rows * cols // _QK * 18], rows, cols)
 
-    keep = [i for i, piece in enumerate(pieces) if all(_allowed(ch) for ch in piece)]
+    keep = list(range(len(pieces)))
     if keep[:4] != [0, 1, 2, 3]:
         raise ValueError("special tokens are not the first four pieces")
     words = quantised("emb.word", vocab_rows, hidden)[keep]

@@ -42,7 +42,9 @@ def materialise(overlay: Path, base: Path, cache_dir: Path) -> Path:
     """The full model folder for an overlay over the base folder, made in cache_dir on first use."""
     from safetensors.numpy import load_file, save_file
 
-    digest = hashlib.sha256(f"v{OVERLAY_VERSION}".encode())
+    # The base folder's name is part of the key: a converted base names its version (e5_convert.py), and an
+    # overlay made whole over an older base must not be reused over a new one.
+    digest = hashlib.sha256(f"v{OVERLAY_VERSION}\x00{base.resolve().name}".encode())
     for name in (MANIFEST, WEIGHTS, *CARRIED):
         path = overlay / name
         if path.is_file():

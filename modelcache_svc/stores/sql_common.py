@@ -121,6 +121,7 @@ def config_to_json(config: TenantConfig) -> str:
             "verify_rate": config.verify_rate,
             "verifier": config.verifier,
             "verifier_cutoff": config.verifier_cutoff,
+            "cross_language": config.cross_language,
             "cacheability": policy_to_dict(config.cacheability),
         },
         sort_keys=True,
@@ -146,6 +147,7 @@ def config_from_json(text: Any) -> TenantConfig:
         cacheability=policy_from_dict(data.get("cacheability")),
         verifier=None if data.get("verifier") is None else bool(data["verifier"]),
         verifier_cutoff=None if data.get("verifier_cutoff") is None else float(data["verifier_cutoff"]),
+        cross_language=bool(data.get("cross_language", default.cross_language)),
     )
 
 

@@ -355,7 +355,7 @@ class InProcessServer:
             query_log_sample_rate=0.0,
         )
         if not verifier:
-            overrides.update(verifier="off", verifier_cjk="off")
+            overrides.update(verifier="off", verifier_cjk="off", verifier_multilingual="off")
         self.settings = Settings.load(overrides, environ)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="eval-server", daemon=True)
@@ -499,7 +499,8 @@ def _verifier_of(server: InProcessServer | None) -> str:
     if server is None:
         return "the server's setting"
     s = server.settings
-    return ", ".join(v for v in (s.verifier_model, s.cjk_model and s.verifier_cjk_model) if v) or "off"
+    return ", ".join(v for v in (s.verifier_model, s.cjk_model and s.verifier_cjk_model,
+                                 s.multilingual_model and s.verifier_multilingual_model) if v) or "off"
 
 
 def _write(client: Any, name: str, reports: Sequence[dict[str, Any]]) -> None:

@@ -28,7 +28,7 @@ _POLICY_TO_PB = {EvictionPolicy.LRU: pb.LRU, EvictionPolicy.LFU: pb.LFU, Evictio
 _POLICY_FROM_PB = {v: k for k, v in _POLICY_TO_PB.items()}
 CONFIG_FIELDS = (
     "similarity_threshold", "ttl_seconds", "max_entries", "eviction_policy", "embedding_model", "cacheability",
-    "max_error_rate", "verify_rate", "verifier", "verifier_cutoff",
+    "max_error_rate", "verify_rate", "verifier", "verifier_cutoff", "cross_language",
 )
 VERDICTS = {pb.CORRECT: "correct", pb.WRONG: "wrong"}
 
@@ -77,6 +77,7 @@ def config_from_pb(config: pb.TenantConfig, base: TenantConfig | None = None, ma
         cacheability=policy_from_pb(config.cacheability),
         verifier=config.verifier if config.HasField("verifier") else None,
         verifier_cutoff=config.verifier_cutoff if config.HasField("verifier_cutoff") else None,
+        cross_language=config.cross_language,
     )
     paths = list(mask)
     if base is None or not paths:
@@ -100,6 +101,7 @@ def config_to_pb(config: TenantConfig) -> pb.TenantConfig:
         eviction_policy=_POLICY_TO_PB[config.eviction_policy],
         embedding_model=config.embedding_model,
         cacheability=policy_to_pb(config.cacheability),
+        cross_language=config.cross_language,
     )
     if config.similarity_threshold is not None:
         message.similarity_threshold = config.similarity_threshold

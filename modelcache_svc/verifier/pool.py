@@ -1,5 +1,5 @@
-"""The verifiers a service runs: one for English, one for questions with CJK characters (routed as the
-embedders are, embedding/pool.py). Each runs on its own thread, so a verifier call never waits behind an
+"""The verifiers a service runs: one for English, one for Chinese, Japanese and Korean, one for every other
+language (routed as the embedders are, embedding/pool.py). Each runs on its own thread, so a verifier call never waits behind an
 embedding batch or a store call."""
 
 from __future__ import annotations
@@ -7,24 +7,32 @@ from __future__ import annotations
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
-from ..embedding.base import has_cjk
+from ..embedding.language import CJK_LANGUAGES, ENGLISH, detect
 from .model import Verifier
 
 
 class VerifierPool:
-    def __init__(self, default: Verifier | None, cjk: Verifier | None = None) -> None:
+    def __init__(self, default: Verifier | None, cjk: Verifier | None = None,
+                 multilingual: Verifier | None = None) -> None:
         self.default = default
         self.cjk = cjk
+        self.multilingual = multilingual
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify")
 
     @property
     def enabled(self) -> bool:
-        return self.default is not None or self.cjk is not None
+        return self.default is not None or self.cjk is not None or self.multilingual is not None
+
+    def for_language(self, language: str) -> Verifier | None:
+        """The verifier of the question's language, routed as its question was (a verifier's band is on the
+        similarities of the model that language goes to); None where none is loaded (the English one reads
+        CJK characters as [UNK] and was fitted on English only)."""
+        if language == ENGLISH:
+            return self.default
+        return self.cjk if language in CJK_LANGUAGES else self.multilingual
 
     def for_text(self, question: str) -> Verifier | None:
-        """The verifier of the question's language; None for CJK without a CJK verifier (the English one reads
-        those characters as [UNK])."""
-        return self.cjk if has_cjk(question) else self.default
+        return self.for_language(detect(question))
 
     async def score(
         self, verifier: Verifier, question: str, candidates: list[str], similarities: list[float]

@@ -47,7 +47,7 @@ NOT_FLAGS = {  # set through MODELCACHE_<NAME> only, deliberately
     "precision_guard", "verifier_threads", "top_k", "exact_cache_size", "store_timeout_s", "repair_on_start",
     "max_concurrent_per_tenant", "fail_open", "store_threads", "default_tenant", "query_log_sample_rate",
     "query_log_retention_s", "query_log_max_queue", "feedback_floor_margin", "verify_pending_ttl_s",
-    "feedback_pool_ttl_s", "learned_min_similarity", "limits",
+    "feedback_pool_ttl_s", "learned_min_similarity", "limits", "long_prompt_instruction_threshold", "multilingual_similarity_scale",
 }
 
 
