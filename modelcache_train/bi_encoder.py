@@ -15,7 +15,6 @@ Runs on the CPU under a step or time budget, with a fixed seed; the folder gets
 from __future__ import annotations
 
 import json
-import random
 import sys
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any
 from modelcache_svc.embedding.base import OPTIONS_FILE
 
 from .data import PROVENANCE, BatchOrder, Pair, split_pairs
-from .runs import Run, default_run_dir, train_loop
+from .runs import Run, default_run_dir, freeze_word_embeddings, seed_everything, train_loop
 
 
 def cosent_loss(torch: Any, cosines: Any, labels: Any, scale: float = 20.0) -> Any:
@@ -61,18 +60,13 @@ def train(
     quiet: bool = False,
     command: list[str] | None = None,
 ) -> dict[str, Any]:
-    import numpy as np
     import torch
     from sentence_transformers import SentenceTransformer
 
     from modelcache_svc.embedding.models import resolve_model
 
     started = time.time()
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    if threads > 0:
-        torch.set_num_threads(threads)
+    seed_everything(torch, seed, threads)
 
     _, source = resolve_model(base)
     if prefix is None:
@@ -84,9 +78,7 @@ def train(
     model.max_seq_length = max_seq_length
     model.train()
     if freeze_embeddings:
-        for name, parameter in model.named_parameters():
-            if "embeddings." in name:
-                parameter.requires_grad_(False)
+        freeze_word_embeddings(model)
     order = BatchOrder(pairs, batch_size, seed)
     total = max_steps or max(1, int(order.per_epoch * epochs))
     trainable, optimiser, schedule = optimiser_for(torch, model, lr, total)

@@ -15,7 +15,6 @@ and packed; ``modelcache_train.json`` records data, steps, loss and command.
 from __future__ import annotations
 
 import json
-import random
 import time
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from modelcache_svc.verifier.cross_encoder import build_model, save_model
 
 from .bi_encoder import best_threshold, optimiser_for
 from .data import PROVENANCE, BatchOrder, Pair, split_pairs
-from .runs import BEST, Milestone, Run, default_run_dir, train_loop
+from .runs import BEST, Milestone, Run, default_run_dir, freeze_word_embeddings, seed_everything, train_loop
 
 
 def _feed(tokenizer: Any, torch: Any, first: list[str], second: list[str], max_seq_length: int) -> dict[str, Any]:
@@ -86,27 +85,20 @@ def train(
     ``batch_seed``: the order of batches and sides (default ``seed``; the held-out split always follows
     ``seed``, so an epoch more keeps the same held-out pairs)."""
     batch_seed = seed if batch_seed is None else batch_seed
-    import numpy as np
     import torch
     from transformers import AutoTokenizer
 
     from modelcache_svc.embedding.models import resolve_model
 
     started = time.time()
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    if threads > 0:
-        torch.set_num_threads(threads)
+    seed_everything(torch, seed, threads)
     _, resolved = resolve_model(base)
     source = Path(resolved)
     files, held, pairs = split_pairs(pairs_files, seed, holdout)
 
     tokenizer = AutoTokenizer.from_pretrained(str(source))
     model = build_model(torch, init or source)
-    for name, parameter in model.named_parameters():
-        if "embeddings." in name:
-            parameter.requires_grad_(False)
+    freeze_word_embeddings(model)
     order = BatchOrder(pairs, batch_size, batch_seed)
     total = max_steps or max(1, int(order.per_epoch * epochs))
     trainable, optimiser, schedule = optimiser_for(torch, model, lr, total)

@@ -87,7 +87,7 @@ class ThreadServer:
 class ProcessServer:
     """`modelcache-svc serve` in a child process, as an operator runs it."""
 
-    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+    def __init__(self, args: list[str], env: dict[str, str] | None = None, ready_timeout: float = 120) -> None:
         self.grpc_port = free_port()
         self.args = [*args, "--grpc-port", str(self.grpc_port)]
         full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
@@ -101,7 +101,7 @@ class ProcessServer:
         self.target = f"127.0.0.1:{self.grpc_port}"
         self._lines: list[str] = []
         threading.Thread(target=self._pump, daemon=True).start()
-        self.wait_ready()
+        self.wait_ready(ready_timeout)
 
     def _pump(self) -> None:
         assert self.proc.stdout is not None

@@ -334,10 +334,24 @@ _PLATFORMS = tuple((name, re.compile(pattern)) for name, pattern in (
 ))
 
 
+# Human languages named in Chinese, Japanese and Korean (a translation into 英文 is not one into 日语); in the
+# Latin and Cyrillic scripts the names are capitalised or differ as words, which the entity and swap rules read.
+_HUMAN_LANGUAGES = tuple((name, re.compile(pattern)) for name, pattern in (
+    ("en", r"英文|英语|英語|영어"), ("fr", r"法语|法文|法語|프랑스어"), ("ja", r"日语|日文|日語|日本語|일본어"),
+    ("de", r"德语|德文|德語|ドイツ語|독일어"), ("es", r"西班牙语|西班牙文|スペイン語|스페인어"),
+    ("ko", r"韩语|韩文|韓国語|한국어"), ("ru", r"俄语|俄文|ロシア語|러시아어"), ("zh", r"中文|汉语|中国語|중국어"),
+))
+
+
 @lru_cache(maxsize=4096)
 def platforms(text: str) -> frozenset[str]:
     low = unicodedata.normalize("NFKC", text).lower()
     return frozenset(name for name, pattern in _PLATFORMS if pattern.search(low))
+
+
+@lru_cache(maxsize=4096)
+def human_languages(text: str) -> frozenset[str]:
+    return frozenset(name for name, pattern in _HUMAN_LANGUAGES if pattern.search(text))
 
 
 def reordered(query: str, candidate: str) -> bool:
@@ -393,6 +407,9 @@ def guard_veto(query: str, candidate: str, language: str = "") -> str | None:
     pa, pb = platforms(query), platforms(candidate)
     if pa and pb and not (pa & pb):
         return "platforms differ"
+    ha, hb = human_languages(query), human_languages(candidate)
+    if ha and hb and ha != hb:
+        return "languages named differ"
     if _missing_entities(a, b) and _missing_entities(b, a) and _overlap(a, b) >= _ENTITY_MIN_OVERLAP:
         return "named entities differ"
     if opposite(query, candidate):

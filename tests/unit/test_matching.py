@@ -127,3 +127,8 @@ def test_the_guard_in_every_language(a: str, b: str, language: str, reason: str)
 ])
 def test_the_guard_passes_paraphrases(a: str, b: str, language: str) -> None:
     assert guard_veto(a, b, language) is None
+
+
+def test_a_translation_into_another_language_is_another_task() -> None:
+    assert guard_veto("把上面的内容翻译成日语。", "把上面的内容翻译成英文。", "zh") == "languages named differ"
+    assert guard_veto("请将上文译成英语。", "帮我把上面这段文字翻成英文。", "zh") is None
