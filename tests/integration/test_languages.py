@@ -101,3 +101,18 @@ def test_no_question_of_the_set_is_answered_from_another_language(make_server: C
             if hit.hit and language_of[hit.id] != detect(r["b"]):
                 crossed.append((r["b"], hit.answer))
     assert not crossed, crossed[:5]
+
+
+def test_cross_language_from_the_command_line(make_server: Callable[..., ThreadServer],
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from modelcache_svc import cli
+
+    server = make_server()
+    assert cli.main(["tenant", "create", "intl", "--target", server.target]) == 0
+    assert cli.main(["tenant", "update", "intl", "--cross-language", "on", "--target", server.target, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["cross_language"] is True
+    with pytest.raises(SystemExit) as refused:  # argparse: usage and exit status 2
+        cli.main(["tenant", "update", "intl", "--cross-language", "maybe", "--target", server.target])
+    assert refused.value.code == 2
+    with server.client() as cache:
+        assert cache.get_tenant("intl").cross_language is True
