@@ -344,26 +344,25 @@ _HUMAN_LANGUAGES = tuple((name, re.compile(pattern)) for name, pattern in (
 
 
 @lru_cache(maxsize=4096)
-def platforms(text: str) -> frozenset[str]:
+def _named(text: str) -> tuple[frozenset[str], frozenset[str]]:
+    """(the platforms, the human languages) a text names."""
     low = unicodedata.normalize("NFKC", text).lower()
-    return frozenset(name for name, pattern in _PLATFORMS if pattern.search(low))
-
-
-@lru_cache(maxsize=4096)
-def human_languages(text: str) -> frozenset[str]:
-    return frozenset(name for name, pattern in _HUMAN_LANGUAGES if pattern.search(text))
+    return (frozenset(name for name, pattern in _PLATFORMS if pattern.search(low)),
+            frozenset(name for name, pattern in _HUMAN_LANGUAGES if pattern.search(low)))
 
 
 def reordered(query: str, candidate: str) -> bool:
     """The same words in another order, two of them trading places ("convertir un Word en PDF" / "un PDF en
     Word", "van Z naar A" / "van A naar Z"): a conversion or a range read backwards."""
     a, b = _space_word_list(query), _space_word_list(candidate)
-    return len(a) >= 3 and sorted(a) == sorted(b) and a != b
+    return len(a) >= 3 and a != b and sorted(a) == sorted(b)
 
 
-def _space_word_list(text: str) -> list[str]:
+@lru_cache(maxsize=4096)
+def _space_word_list(text: str) -> tuple[str, ...]:
+    """Folded words split on spaces, edge punctuation off: every script read alike."""
     folded = _fold(unicodedata.normalize("NFKC", text))
-    return [w for w in (w.strip(_EDGE_PUNCTUATION) for w in folded.split()) if w]
+    return tuple(w for w in (w.strip(_EDGE_PUNCTUATION) for w in folded.split()) if w)
 
 
 def one_word_swapped(query: str, candidate: str) -> bool:
@@ -376,8 +375,7 @@ def one_word_swapped(query: str, candidate: str) -> bool:
 
 @lru_cache(maxsize=4096)
 def _space_words(text: str) -> frozenset[str]:
-    folded = _fold(unicodedata.normalize("NFKC", text))
-    return frozenset(w for w in (w.strip(_EDGE_PUNCTUATION) for w in folded.split()) if w)
+    return frozenset(_space_word_list(text))
 
 
 _EDGE_PUNCTUATION = ".,;:!?¿¡\"'()«»“”„‘’-–—…؟।"
@@ -404,10 +402,9 @@ def guard_veto(query: str, candidate: str, language: str = "") -> str | None:
         _overlap(a, b) >= min_overlap
     ):
         return "negation differs"
-    pa, pb = platforms(query), platforms(candidate)
+    (pa, ha), (pb, hb) = _named(query), _named(candidate)
     if pa and pb and not (pa & pb):
         return "platforms differ"
-    ha, hb = human_languages(query), human_languages(candidate)
     if ha and hb and ha != hb:
         return "languages named differ"
     if _missing_entities(a, b) and _missing_entities(b, a) and _overlap(a, b) >= _ENTITY_MIN_OVERLAP:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
-from ..embedding.language import CJK_LANGUAGES, ENGLISH, detect
+from ..embedding.language import CJK_LANGUAGES, ENGLISH
 from .model import Verifier
 
 
@@ -30,9 +30,6 @@ class VerifierPool:
         if language == ENGLISH:
             return self.default
         return self.cjk if language in CJK_LANGUAGES else self.multilingual
-
-    def for_text(self, question: str) -> Verifier | None:
-        return self.for_language(detect(question))
 
     async def score(
         self, verifier: Verifier, question: str, candidates: list[str], similarities: list[float]
