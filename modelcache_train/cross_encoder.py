@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from modelcache_svc.embedding.overlay import is_overlay, materialise, pack
 from modelcache_svc.verifier.cross_encoder import build_model, save_model
 
 from .bi_encoder import best_threshold, optimiser_for
@@ -32,6 +33,23 @@ def _feed(tokenizer: Any, torch: Any, first: list[str], second: list[str], max_s
     if "token_type_ids" not in feed:  # XLM-R (e5) has one segment type
         feed["token_type_ids"] = torch.zeros_like(feed["input_ids"])
     return feed
+
+
+def _init_record(init: Path) -> dict[str, Any]:
+    """What a run starts from: a trained folder's provenance, or a packed milestone's record."""
+    for name in (PROVENANCE, "milestone.json"):
+        if (init / name).is_file():
+            return {"folder": str(init), name.removesuffix(".json"): json.loads((init / name).read_text("utf-8"))}
+    raise ValueError(f"{init}: neither {PROVENANCE} nor milestone.json; not a verifier this trainer made")
+
+
+def _score_to_beat(init_record: dict[str, Any] | None, config: dict[str, Any]) -> float | None:
+    reached = (init_record or {}).get("milestone")
+    if not reached:
+        return None
+    was = reached.get("config", {})
+    same = all(was.get(k) == config[k] for k in ("data", "seed", "holdout", "max_seq_length"))
+    return float(reached["score"]) if same else None
 
 
 def held_out_scores(torch: Any, model: Any, tokenizer: Any, pairs: list[Pair], max_seq_length: int) -> dict[str, float]:
@@ -96,6 +114,11 @@ def train(
     source = Path(resolved)
     files, held, pairs = split_pairs(pairs_files, seed, holdout)
 
+    init_record = None if init is None else _init_record(init)
+    init_named = None if init is None else str(init)
+    if init is not None and is_overlay(init):
+        # a committed milestone: made whole over the base (word embeddings are frozen, never in the overlay)
+        init = materialise(init, source, default_run_dir(out).parent / "init")
     tokenizer = AutoTokenizer.from_pretrained(str(source))
     model = build_model(torch, init or source)
     freeze_word_embeddings(model)
@@ -103,7 +126,7 @@ def train(
     total = max_steps or max(1, int(order.per_epoch * epochs))
     trainable, optimiser, schedule = optimiser_for(torch, model, lr, total)
     config = {
-        "kind": "cross-encoder", "base": base, "init": None if init is None else str(init),
+        "kind": "cross-encoder", "base": base, "init": init_named,
         "data": [f["sha256"] for f in files], "batch_size": batch_size, "lr": lr, "steps_planned": total,
         "seed": seed, "batch_seed": batch_seed, "max_seq_length": max_seq_length, "holdout": len(held),
     }
@@ -126,7 +149,13 @@ def train(
         metrics = held_out_scores(torch, model, tokenizer, probe, max_seq_length)
         return metrics["best_f1"], metrics
 
+    # A run that goes on from a packed milestone packs only milestones that beat it: same held-out pairs
+    # (same seed, holdout and data), so the scores compare.
+    to_beat = _score_to_beat(init_record, config)
+
     def on_best(reached: Milestone) -> None:
+        if to_beat is not None and reached.score <= to_beat:
+            return
         folder = run.folder / BEST
         save_model(model, source, folder)
         (folder / "milestone.json").write_text(json.dumps(reached.__dict__) + "\n", encoding="utf-8")
@@ -154,8 +183,7 @@ def train(
     record = {
         "kind": "verifier (cross-encoder)",
         "base_model": base,
-        "initialised_from": None if init is None else {
-            "folder": str(init), "provenance": json.loads((init / PROVENANCE).read_text(encoding="utf-8"))},
+        "initialised_from": init_record,
         "data": files,
         "pairs": len(pairs),
         "loss": "binary cross-entropy on one logit over mean-pooled [CLS] a [SEP] b [SEP]",

@@ -163,8 +163,12 @@ class MilvusVectorStore:
             Path(uri).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
             uri = self._path = str(Path(uri).expanduser().resolve())
             self._index, self._lock = _acquire_shared(self._path, approx)
+        # Milvus Lite serves in this process over loopback: pymilvus's keepalive pings (every 10 s, also
+        # without calls) only earn a GOAWAY "too_many_pings" from its server, logged by grpc on stderr
+        # while a long first start (the models' export) leaves the channel idle. A server keeps them.
+        options = {"grpc.keepalive_time_ms": 2**31 - 1, "grpc.keepalive_permit_without_calls": 0} if self._lite else {}
         try:
-            self._client = MilvusClient(uri=uri, token=token, timeout=timeout)
+            self._client = MilvusClient(uri=uri, token=token, timeout=timeout, grpc_options=options)
         except Exception as exc:
             if self._lite:
                 _release_shared(self._path)
