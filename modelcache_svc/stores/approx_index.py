@@ -77,6 +77,24 @@ class Ann:
             self.label_of[entry_id] = len(self.labels)
             self.labels.append(entry_id)
 
+    def reserve(self, rows: int) -> None:
+        """Room for ``rows`` more rows in the graph's arrays, allocated now. A graph read from disk has none:
+        its first add then reallocates every array, doubling them (measured at 200,000 rows: 456 ms for the
+        first 16 rows, 8-13 ms after; at a million ~5x that, under the locks every search waits on, and
+        ~1 GB more at the peak). Growing each array by ``rows`` and back keeps the room (a vector keeps its
+        capacity when it shrinks)."""
+        n = self.index.ntotal
+        if n == 0 or rows <= 0:
+            return
+        hnsw = self.index.hnsw
+        storage = faiss.downcast_index(self.index.storage)
+        per_row = -(-hnsw.neighbors.size() // n) + 1
+        for vector, each in ((storage.codes, storage.code_size), (hnsw.levels, 1), (hnsw.offsets, 1),
+                             (hnsw.neighbors, per_row)):
+            size = vector.size()
+            vector.resize(size + rows * each)
+            vector.resize(size)
+
     def discard(self, entry_id: str) -> None:
         label = self.label_of.pop(entry_id, None)
         if label is not None:

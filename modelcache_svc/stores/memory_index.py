@@ -20,6 +20,11 @@ Past ``ApproxParams.min_entries`` rows a block also gets an HNSW graph (``approx
 on a background thread while the exact scan keeps serving, then kept in step by every write; a search
 takes the graph's candidates and re-scores them exactly. Below the size, and until a graph is ready,
 the exact scan answers. ``index_snapshot`` saves and restores a collection with its graphs.
+
+Rows written to a block with a graph, and rows a graph read back from disk lacks (``index_snapshot``: a
+graph is a hint), are the block's ``fresh`` rows: a small exact block beside the graph, searched with it
+(so a search never misses them), and moved into the graph by the background thread 16 rows per hold of
+the lock, so neither an Insert nor a search waits for HNSW inserts.
 """
 
 from __future__ import annotations
@@ -27,12 +32,14 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from typing import BinaryIO
 
 import faiss
 import numpy as np
 
+from . import journal
 from .approx_index import Ann, ApproxParams
 
 log = logging.getLogger("modelcache_svc.memory_index")
@@ -47,7 +54,7 @@ class _Block:
     The first chunk starts small and doubles up to CHUNK (many small scopes stay small); after it,
     whole chunks are added, so growing never holds two copies of a large block at once."""
 
-    __slots__ = ("ann", "building", "chunks", "ids", "n", "pos", "touched")
+    __slots__ = ("ann", "building", "chunks", "fresh", "ids", "n", "pos", "touched")
 
     def __init__(self, dim: int) -> None:
         self.ids: list[str] = []
@@ -57,6 +64,7 @@ class _Block:
         self.ann: Ann | None = None  # the HNSW graph, once built (large blocks only)
         self.touched: set[str] | None = None  # ids written while a graph is built off the lock
         self.building = False
+        self.fresh: _Block | None = None  # rows the graph does not hold yet, searched exactly beside it
 
     @classmethod
     def from_rows(cls, ids: list[str], vectors: np.ndarray) -> _Block:
@@ -80,10 +88,11 @@ class _Block:
         return block
 
     @classmethod
-    def from_file(cls, ids: list[str], f: BinaryIO, dim: int) -> _Block:
+    def from_file(cls, ids: list[str], f: BinaryIO, dim: int,
+                  progress: Callable[[int], None] | None = None) -> _Block:
         """A block of these rows read from ``f`` (float32 rows from its current position) straight into
         its chunks: no second copy of the rows is ever resident (a memory map's pages would be, while read).
-        ValueError when the file ends early."""
+        ValueError when the file ends early. ``progress(rows)`` after each chunk."""
         block = cls(dim)
         n = len(ids)
         block.ids = list(ids)
@@ -101,6 +110,8 @@ class _Block:
                     raise ValueError(f"vector file ends {len(view) - done} bytes early")
                 done += got
             block.chunks.append(chunk)
+            if progress is not None:
+                progress(max(take, 0))
         return block
 
     def rows(self) -> np.ndarray:
@@ -136,7 +147,13 @@ class _Block:
             self.pos[entry_id] = i
         self._set(i, vector)
         if self.ann is not None:
-            self.ann.add([entry_id], vector.reshape(1, -1))
+            # Not into the graph here: an HNSW insert costs ~1 ms a row at 200,000 rows (more at a million),
+            # under the locks every search and write waits on. The row waits beside the graph, searched
+            # exactly, until the background thread moves it in (``catch_up``).
+            self.ann.discard(entry_id)
+            if self.fresh is None:
+                self.fresh = _Block(len(vector))
+            self.fresh.put(entry_id, vector)
         if self.touched is not None:
             self.touched.add(entry_id)
 
@@ -146,6 +163,8 @@ class _Block:
             return
         if self.ann is not None:
             self.ann.discard(entry_id)
+        if self.fresh is not None:
+            self.fresh.remove(entry_id)
         if self.touched is not None:
             self.touched.add(entry_id)
         last = self.n - 1
@@ -178,15 +197,48 @@ class _Block:
         return [(self.ids[i], s) for s, i in found[:k]]
 
     def _search_graph(self, query: np.ndarray, k: int) -> list[tuple[str, float]] | None:
-        """The graph's candidates, re-scored against the float32 rows; None: too few, scan instead."""
+        """The graph's candidates, re-scored against the float32 rows, with the fresh rows' exact best;
+        None: too few, scan instead."""
         assert self.ann is not None
         rows = [self.pos[i] for i in self.ann.candidates(query, k) if i in self.pos]
-        if len(rows) < min(k, self.n):
+        extra = self.fresh.search(query, k) if self.fresh is not None and self.fresh.n else []
+        if len(rows) + len(extra) < min(k, self.n):
             return None
-        vectors = np.stack([self.row(i) for i in rows])
-        sims = vectors @ query[0]
-        top = np.argsort(-sims)[:k]
-        return [(self.ids[rows[j]], float(sims[j])) for j in top]
+        hits = dict(extra)
+        if rows:
+            vectors = np.stack([self.row(i) for i in rows])
+            sims = vectors @ query[0]
+            for j, i in enumerate(rows):
+                hits[self.ids[i]] = float(sims[j])
+        return sorted(hits.items(), key=lambda hit: -hit[1])[:k]
+
+    def match_graph(self) -> None:
+        """After a graph read from disk: labels of rows no longer here become tombstones, rows it lacks
+        become fresh (searched exactly until the graph takes them)."""
+        ann = self.ann
+        assert ann is not None
+        for entry_id in [i for i in ann.label_of if i not in self.pos]:
+            ann.discard(entry_id)
+        missing = [i for i in self.ids if i not in ann.label_of]
+        self.fresh = None
+        if missing:
+            self.fresh = _Block.from_rows(missing, np.stack([self.row(self.pos[i]) for i in missing]))
+
+    def catch_up(self, rows: int) -> bool:
+        """Move up to ``rows`` fresh rows into the graph; True when none is left."""
+        fresh = self.fresh
+        if fresh is None or self.ann is None:
+            self.fresh = None
+            return True
+        take = fresh.ids[-rows:]
+        if take:
+            self.ann.add(take, np.stack([self.row(self.pos[i]) for i in take]))
+            for entry_id in take:
+                fresh.remove(entry_id)
+        if fresh.n == 0:
+            self.fresh = None
+            return True
+        return False
 
 
 class _Collection:
@@ -231,7 +283,8 @@ class MemoryIndex:
         self._builder: threading.Thread | None = None
         self._pending = 0  # builds queued or running
         self._idle = threading.Condition(self._lock)
-        self.snapshots_invalidated: set[str] = set()  # collections whose saved snapshot was dropped (index_snapshot)
+        # Called off the lock with a graph just built, before it serves (the store saves it: index_snapshot).
+        self.on_graph: Callable[[str, tuple[str, str], Ann], None] | None = None
 
     def has(self, collection: str) -> bool:
         return collection in self._collections
@@ -266,6 +319,19 @@ class MemoryIndex:
                 c.put(entry_id, scope, tenant, ctx, row)
             for ctx in {ctx for _, ctx in items}:
                 self._check(collection, c, (scope, ctx))
+
+    def apply(self, collection: str, op: journal.Op) -> None:
+        """A journal record, as the write that made it did (replay at start: no graph is scheduled)."""
+        with self._lock:
+            c = self._collections[collection]
+            if isinstance(op, journal.Upsert):
+                for (entry_id, ctx), row in zip(op.items, _normalised(op.vectors)):
+                    c.put(entry_id, op.scope, op.tenant, ctx, row)
+            elif isinstance(op, journal.Delete):
+                for entry_id in op.ids:
+                    c.remove(entry_id, op.scope)
+            else:
+                self._clear(c, op.scope, op.tenant)
 
     def load(self, collection: str, ids: Sequence[str], scopes: Sequence[str], tenants: Sequence[str],
              ctxs: Sequence[str], vectors: np.ndarray) -> None:
@@ -302,10 +368,14 @@ class MemoryIndex:
         with self._lock:
             names = list(self._collections) if collections is None else list(collections)
             for c in (self._collections[n] for n in names if n in self._collections):
-                for key in [k for k in c.blocks if (scope is not None and k[0] == scope)
-                            or (tenant is not None and c.tenant_of.get(k[0]) == tenant)]:
-                    for entry_id in c.blocks.pop(key).ids:
-                        c.where.pop(entry_id, None)
+                self._clear(c, scope, tenant)
+
+    @staticmethod
+    def _clear(c: _Collection, scope: str | None, tenant: str | None) -> None:
+        for key in [k for k in c.blocks if (scope is not None and k[0] == scope)
+                    or (tenant is not None and c.tenant_of.get(k[0]) == tenant)]:
+            for entry_id in c.blocks.pop(key).ids:
+                c.where.pop(entry_id, None)
 
     def existing(self, collection: str, ids: Iterable[str]) -> set[str]:
         with self._lock:
@@ -376,9 +446,9 @@ class MemoryIndex:
             if block.n >= self.approx.min_entries:
                 self._schedule(name, key, block)
         elif block.n < self.approx.min_entries // 2:  # hysteresis: a block near the size never flaps
-            block.ann = None
-        elif block.ann.needs_rebuild():
-            self._schedule(name, key, block)
+            block.ann = block.fresh = None
+        elif block.ann.needs_rebuild() or block.fresh is not None:
+            self._schedule(name, key, block)  # a rebuild, or a catch-up (``_build`` tells them apart)
 
     def _schedule(self, name: str, key: tuple[str, str], block: _Block) -> None:
         block.building = True
@@ -409,16 +479,23 @@ class MemoryIndex:
 
     def _build(self, name: str, key: tuple[str, str]) -> None:
         """Copy the rows under the lock, build off it (searches and writes go on), then replay the writes
-        made meanwhile and swap the graph in."""
+        made meanwhile and swap the graph in. A block with fresh rows beside its graph catches up instead."""
         with self._lock:
             c = self._collections.get(name)
             block = c.blocks.get(key) if c is not None else None
             if block is None:
                 return
+            if block.fresh is not None and block.ann is not None and not block.ann.needs_rebuild():
+                self._catch_up(block)
+                block.building = False
+                self._check(name, c, key)  # past the tombstone share meanwhile: a rebuild now
+                return
             ids, vectors = list(block.ids), block.rows()
             block.touched = set()
         try:
             ann = Ann.build(vectors.shape[1], self.approx, ids, vectors)
+            if self.on_graph is not None:
+                self.on_graph(name, key, ann)
         except BaseException:
             with self._lock:
                 block.touched, block.building = None, False
@@ -434,8 +511,20 @@ class MemoryIndex:
                 i = block.pos.get(entry_id)
                 if i is not None:
                     ann.add([entry_id], block.row(i).reshape(1, -1))
-            block.ann = ann
+            block.ann, block.fresh = ann, None  # the new graph holds every row, the fresh ones too
             log.info("approximate index ready: %d rows of a scope of %s", block.n, name)
+
+    def _catch_up(self, block: _Block, slice_rows: int = 16) -> None:
+        """Called and returning under the lock; releases it between slices (searches go on meanwhile)."""
+        left = block.fresh.n if block.fresh is not None else 0
+        while not block.catch_up(slice_rows):
+            self._lock.release()
+            try:
+                time.sleep(0.001)  # let searches and writes waiting on the lock in (a lock is not fair)
+            finally:
+                self._lock.acquire()
+        if left >= 1000:
+            log.info("graph caught up with %d rows written beside it", left)
 
 
 _BLAS_LIMITED = False

@@ -34,8 +34,9 @@ copy per file, shared by every store of this process on that file). New Lite
 collections get a FLAT index: Milvus Lite's own index is never searched, and
 building HNSW on every flush (and on close) cost seconds per 10k rows.
 Past ``ApproxParams.min_entries`` rows of one (scope, context), the in-process copy serves a block
-through an HNSW graph built in the background (``approx_index``); a clean stop saves the copy and its
-graphs beside the Lite file and a start reads them back when they are current (``index_snapshot``).
+through an HNSW graph built in the background (``approx_index``). Every write is appended to a journal
+before it reaches Milvus Lite, and a start reads the saved copy plus the journal, not Milvus Lite
+(``lite_copy`` states the invariant; ``journal``, ``index_snapshot`` the files).
 On a Milvus server, the index type and its build and search parameters are the caller's
 (``milvus_index_type``, ``milvus_index_params``, ``milvus_search_params`` in Settings).
 Lite flushes its memtable itself only at 128 MB (about 75k rows of 384-d), in
@@ -59,9 +60,10 @@ from typing import Any, TypeVar
 import numpy as np
 
 from ..errors import InvalidArgument, Unavailable
-from . import index_snapshot
+from . import journal
 from .approx_index import ApproxParams
 from .base import VectorHit
+from .lite_copy import FOLD_BYTES, LiteCopy, Rows
 from .memory_index import MemoryIndex
 
 T = TypeVar("T")
@@ -82,27 +84,27 @@ def tenant_hash(tenant: str) -> str:
 _FIELDS = ["id", "scope", "tenant", "ctx", "vector"]
 _HEXDIGITS = "0123456789abcdef"
 _PAGE_ROWS = 20_000
-# Lite: one index copy and one lock per Milvus Lite file, shared by every store of this process on it.
-_SHARED: dict[str, tuple[MemoryIndex, threading.RLock, list[int]]] = {}
+# Lite: one copy (index, journals, lock) per Milvus Lite file, shared by every store of this process on it.
+_SHARED: dict[str, LiteCopy] = {}
 _SHARED_LOCK = threading.Lock()
 
 
-def _acquire_shared(path: str, approx: ApproxParams | None) -> tuple[MemoryIndex, threading.RLock]:
+def _acquire_shared(path: str, approx: ApproxParams | None, sync: bool, fold_bytes: int) -> LiteCopy:
     with _SHARED_LOCK:
-        entry = _SHARED.get(path)
-        if entry is None:
-            entry = _SHARED[path] = (MemoryIndex(approx), threading.RLock(), [0])
-        entry[2][0] += 1
-        return entry[0], entry[1]
+        copy = _SHARED.get(path)
+        if copy is None:
+            copy = _SHARED[path] = LiteCopy(path, approx, sync=sync, fold_bytes=fold_bytes)
+        copy.users += 1
+        return copy
 
 
 def _release_shared(path: str) -> bool:
     """True when this was the last store of this process on that file."""
     with _SHARED_LOCK:
-        entry = _SHARED.get(path)
-        if entry is not None:
-            entry[2][0] -= 1
-            if entry[2][0] <= 0:
+        copy = _SHARED.get(path)
+        if copy is not None:
+            copy.users -= 1
+            if copy.users <= 0:
                 del _SHARED[path]
                 return True
         return False
@@ -141,7 +143,10 @@ DEFAULT_SEARCH_PARAMS: dict[str, Any] = {"ef": 64}
 class MilvusVectorStore:
     def __init__(self, uri: str, namespace: str = "", *, timeout: float = 5.0, token: str = "",
                  approx: ApproxParams | None = None, index_type: str = DEFAULT_INDEX_TYPE,
-                 index_params: dict[str, Any] | None = None, search_params: dict[str, Any] | None = None) -> None:
+                 index_params: dict[str, Any] | None = None, search_params: dict[str, Any] | None = None,
+                 journal_sync: bool = True, journal_fold_bytes: int = FOLD_BYTES) -> None:
+        """Lite: ``journal_sync`` fdatasyncs the journal before a write returns (False: in the OS only,
+        safe against a kill -9, not a host crash); ``journal_fold_bytes`` of journal start a fold."""
         if namespace and not _NAMESPACE.match(namespace):
             raise InvalidArgument("namespace must match ^[a-z][a-z0-9_]{0,31}$")
         self._index_type = index_type
@@ -154,6 +159,7 @@ class MilvusVectorStore:
         self._known_collections: set[str] = set()
         self._known_partitions: set[tuple[str, str]] = set()
         self._index: MemoryIndex | None = None
+        self._copy: LiteCopy | None = None
         self._path = ""
         self._unflushed: dict[str, int] = {}  # Lite: rows written per collection since its last flush
         self._flusher: threading.Thread | None = None
@@ -162,7 +168,8 @@ class MilvusVectorStore:
         if self._lite:
             Path(uri).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
             uri = self._path = str(Path(uri).expanduser().resolve())
-            self._index, self._lock = _acquire_shared(self._path, approx)
+            self._copy = _acquire_shared(self._path, approx, journal_sync, journal_fold_bytes)
+            self._index, self._lock = self._copy.index, self._copy.lock
         # Milvus Lite serves in this process over loopback: pymilvus's keepalive pings (every 10 s, also
         # without calls) only earn a GOAWAY "too_many_pings" from its server, logged by grpc on stderr
         # while a long first start (the models' export) leaves the channel idle. A server keeps them.
@@ -177,6 +184,12 @@ class MilvusVectorStore:
     @property
     def is_lite(self) -> bool:
         return self._lite
+
+    @property
+    def loading(self) -> str | None:
+        """Lite, while a collection is read back at start: how far, in words; else None."""
+        progress = self._copy.loading if self._copy is not None else None
+        return None if progress is None else progress.describe()
 
     # -- helpers -----------------------------------------------------------------
     def collection_name(self, embed_model: str, dim: int) -> str:
@@ -232,38 +245,34 @@ class MilvusVectorStore:
         return Path(self._path + ".index")
 
     def _load_index(self, name: str, dim: int) -> None:
-        """Lite: read every vector of a collection into the in-process index (under the lock): from its
-        snapshot when that is current (``index_snapshot``), else from Milvus Lite."""
-        assert self._index is not None
+        """Lite: read a collection into the in-process copy (under the lock): its saved copy and journal,
+        else Milvus Lite (``lite_copy``)."""
+        assert self._copy is not None
         # Rows still in Milvus Lite's memtable cost a per-row conversion on every read: flush them first.
         self._client.flush(name)
         self._unflushed[name] = 0
-        rows = int(self._client.get_collection_stats(name).get("row_count", 0))
-        started = time.monotonic()
-        staged = index_snapshot.load(name, self.snapshot_root, self._index.approx, rows)
-        if staged is not None:
-            self._index.adopt(name, staged)
-            log.info("vector copy of %s read from its snapshot: %d rows in %.1f s", name, rows,
-                     time.monotonic() - started)
-            return
-        self._written(name)
-        staged = MemoryIndex()
-        staged.add_collection(name, dim)
-        for batch in self._read_rows(name):
-            ids = [str(r["id"]) for r in batch]
-            vectors = np.asarray([r["vector"] for r in batch], dtype=np.float32).reshape(len(batch), dim)
-            staged.load(name, ids, [str(r["scope"]) for r in batch], [str(r["tenant"]) for r in batch],
-                        [str(r["ctx"]) for r in batch], vectors)
-        self._index.adopt(name, staged)
-        log.info("vector copy of %s read from Milvus Lite: %d rows in %.1f s", name, rows, time.monotonic() - started)
+        self._copy.load(name, dim, lambda: int(self._client.get_collection_stats(name).get("row_count", 0)),
+                        lambda: self._milvus_rows(name, dim), lambda op: self._rewrite(name, op))
 
-    def _written(self, collection: str) -> None:
-        """Lite, before a write reaches Milvus Lite: the collection's snapshot stops being current
-        (once per collection and process; the next clean stop writes a new one)."""
-        assert self._index is not None
-        if collection not in self._index.snapshots_invalidated:
-            index_snapshot.invalidate(self.snapshot_root, collection)
-            self._index.snapshots_invalidated.add(collection)
+    def _milvus_rows(self, name: str, dim: int) -> Rows:
+        for batch in self._read_rows(name):
+            vectors = np.asarray([r["vector"] for r in batch], dtype=np.float32).reshape(len(batch), dim)
+            yield ([str(r["id"]) for r in batch], [str(r["scope"]) for r in batch],
+                   [str(r["tenant"]) for r in batch], [str(r["ctx"]) for r in batch], vectors)
+
+    def _rewrite(self, name: str, op: journal.Op) -> None:
+        """Lite, at start: a journal record written to Milvus Lite again (only there: the copy has it)."""
+        if isinstance(op, journal.Upsert):
+            part = self._partition(name, op.scope, create=True)
+            rows = [{"id": i, "scope": op.scope, "tenant": op.tenant, "ctx": ctx, "vector": v.tolist()}
+                    for (i, ctx), v in zip(op.items, op.vectors)]
+            self._client.upsert(name, rows, **({"partition_name": part} if part else {}))
+        elif isinstance(op, journal.Delete):
+            where = f'scope == "{op.scope}" and ' if op.scope else ""
+            self._client.delete(name, filter=f"{where}id in {_quoted_ids(op.ids)}")
+        else:
+            field, value = ("scope", op.scope) if op.scope is not None else ("tenant", op.tenant)
+            self._client.delete(name, filter=f'{field} == "{value}"')
 
     def _flush_soon(self) -> None:
         """Lite: flush collections with FLUSH_ROWS unflushed rows, on a background thread."""
@@ -402,16 +411,21 @@ class MilvusVectorStore:
         ]
         if self._lite:
             kwargs: dict[str, Any] = {"partition_name": part} if part else {}
-            index = self._index
+            copy = self._copy
+            assert copy is not None
 
-            def upsert() -> None:
-                self._written(collection)
-                self._client.upsert(collection, rows, **kwargs)
-                if index is not None:  # in the same hold of the lock: the copy never lags a write
-                    index.upsert(collection, scope, thash, items, vectors)
+            def upsert() -> int:
+                # Journal first, then Milvus Lite, then the copy, in one hold of the lock: the copy never
+                # lags a write, and it follows its journal even when Milvus Lite fails (lite_copy's note).
+                token = copy.record(collection, journal.encode_upsert(scope, thash, items, vectors))
+                try:
+                    self._client.upsert(collection, rows, **kwargs)
+                finally:
+                    copy.index.upsert(collection, scope, thash, items, vectors)
                 self._unflushed[collection] = self._unflushed.get(collection, 0) + len(rows)
+                return token
 
-            self._call(upsert)
+            copy.commit(collection, self._call(upsert))
             if self._unflushed.get(collection, 0) >= FLUSH_ROWS:
                 self._flush_soon()
             return
@@ -472,14 +486,28 @@ class MilvusVectorStore:
         expr = f'scope == "{scope_hash(tenant, model)}" and id in {_quoted_ids(ids)}'
         scope = scope_hash(tenant, model)
         for collection in self._our_collections():
-            self._call(lambda c=collection: self._delete(c, expr, ids, scope=scope))
+            self._committed(collection, self._call(lambda c=collection: self._delete(c, expr, ids, scope=scope)))
 
-    def _delete(self, collection: str, expr: str, ids: Sequence[str], scope: str | None = None) -> None:
-        if self._lite:
-            self._written(collection)
-        self._client.delete(collection, filter=expr)
-        if self._index is not None:  # in the same hold of the lock as the write
-            self._index.delete(ids, scope=scope, collections=[collection])
+    def _delete(self, collection: str, expr: str, ids: Sequence[str], scope: str | None = None) -> int:
+        """Under the lock; the journal's token (0 off Lite)."""
+        token = self._record(collection, lambda: journal.encode_delete(list(ids), scope))
+        try:
+            self._client.delete(collection, filter=expr)
+        finally:
+            if self._index is not None:  # in the same hold of the lock as the write
+                self._index.delete(ids, scope=scope, collections=[collection])
+        return token
+
+    def _record(self, collection: str, payload: Callable[[], bytes]) -> int:
+        """Lite, under the lock: a change's journal record, before it reaches Milvus Lite (0 elsewhere, or
+        for a collection this process never read in: it has no copy to keep)."""
+        if self._copy is None or collection not in self._copy.journals:
+            return 0
+        return self._copy.record(collection, payload())
+
+    def _committed(self, collection: str, token: int) -> None:
+        if token and self._copy is not None:
+            self._copy.commit(collection, token)
 
     def delete_ids(self, ids: Sequence[str], except_model: str | None = None) -> None:
         """Delete these ids from every collection (but the one of except_model)."""
@@ -490,7 +518,7 @@ class MilvusVectorStore:
         for collection in self._our_collections():
             if keep is not None and collection.startswith(keep):
                 continue
-            self._call(lambda c=collection: self._delete(c, expr, ids))
+            self._committed(collection, self._call(lambda c=collection: self._delete(c, expr, ids)))
 
     def clear(self, tenant: str, model: str | None) -> None:
         if model is None:
@@ -499,18 +527,23 @@ class MilvusVectorStore:
             expr = f'scope == "{scope_hash(tenant, model)}"'
         index = self._index
 
-        def delete(collection: str) -> None:
-            if self._lite:
-                self._written(collection)
-            self._client.delete(collection, filter=expr)
-            if index is not None:
-                if model is None:
-                    index.clear(tenant=tenant_hash(tenant), collections=[collection])
-                else:
-                    index.clear(scope=scope_hash(tenant, model), collections=[collection])
+        def delete(collection: str) -> int:
+            if model is None:
+                token = self._record(collection, lambda: journal.encode_clear(tenant=tenant_hash(tenant)))
+            else:
+                token = self._record(collection, lambda: journal.encode_clear(scope=scope_hash(tenant, model)))
+            try:
+                self._client.delete(collection, filter=expr)
+            finally:
+                if index is not None:
+                    if model is None:
+                        index.clear(tenant=tenant_hash(tenant), collections=[collection])
+                    else:
+                        index.clear(scope=scope_hash(tenant, model), collections=[collection])
+            return token
 
         for collection in self._our_collections():
-            self._call(lambda c=collection: delete(c))
+            self._committed(collection, self._call(lambda c=collection: delete(c)))
 
     def ids_of_scope(self, embed_model: str, tenant: str, model: str) -> list[str]:
         names = [n for n in self._our_collections() if n.startswith(self.collection_name(embed_model, 0)[:-1])]
@@ -582,25 +615,18 @@ class MilvusVectorStore:
         self._call(lambda: self._client.list_collections())
 
     def close(self) -> None:
+        copy, self._copy, self._index = self._copy, None, None
+        if copy is not None and _release_shared(self._path):
+            copy.save(self._row_count)  # the last store of this process on the file: its client still open
         try:
             with self._lock:
                 self._client.close()
         except Exception:
             pass
-        if self._index is not None:
-            index, self._index = self._index, None
-            if _release_shared(self._path):
-                self._save_snapshots(index)
 
-    def _save_snapshots(self, index: MemoryIndex) -> None:
-        """The last Lite store of this process on its file: save every collection's copy and graphs."""
-        for name in index.collections():
-            if name not in index.snapshots_invalidated and (self.snapshot_root / name / index_snapshot.MANIFEST).exists():
-                continue  # read from a current copy and never written since: that copy still holds
-            started = time.monotonic()
-            try:
-                rows = index_snapshot.save(index, name, self.snapshot_root)
-                log.info("vector copy of %s saved: %d rows in %.1f s", name, rows, time.monotonic() - started)
-            except Exception:
-                log.warning("saving the vector copy of %s failed; the next start reads Milvus Lite", name,
-                            exc_info=True)
+    def _row_count(self, collection: str) -> int | None:
+        try:
+            with self._lock:
+                return int(self._client.get_collection_stats(collection).get("row_count", 0))
+        except Exception:
+            return None

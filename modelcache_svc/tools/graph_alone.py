@@ -76,14 +76,16 @@ def main(argv: list[str]) -> None:
     start = time.time()
     index_snapshot.save(index, "c", root)
     out["save_s"] = round(time.time() - start, 1)
-    out["snapshot_mb"] = round(sum(f.stat().st_size for f in (root / "c").iterdir()) / 2**20)
+    out["snapshot_mb"] = round(sum(f.stat().st_size for f in root.glob("c*/*")) / 2**20)
     print(json.dumps(out), flush=True)
     start = time.time()
-    staged = index_snapshot.load("c", root, ApproxParams(), n)
+    loaded = index_snapshot.load("c", root, ApproxParams())
+    if loaded is not None:
+        index_snapshot.attach_graphs(loaded.index, "c", root)
     out["snapshot_load_s"] = round(time.time() - start, 1)
     fresh = MemoryIndex(ApproxParams())
-    if staged is not None:
-        fresh.adopt("c", staged)
+    if loaded is not None:
+        fresh.adopt("c", loaded.index)
     out["graphs_after_load"], out["rss_end"] = len(fresh.graphs("c")), rss()
     shutil.rmtree(root, ignore_errors=True)
     print(json.dumps(out), flush=True)
