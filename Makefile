@@ -31,11 +31,15 @@ run: setup
 	$(VENV)/bin/modelcache-svc serve $(ARGS)
 
 # Tools the tests drive from Debian: redis-cli (a real Redis client), docker-compose (validates
-# deploy/docker-compose.yml; needs no Docker engine). Best effort: skipped
+# deploy/docker-compose.yml; needs no Docker engine), headless chromium and its chromedriver (the console's
+# browser tests, through Selenium; never a browser that Selenium fetches). Best effort: skipped
 # tests say why when it is missing and cannot be installed.
 test-tools:
 	@command -v redis-cli >/dev/null || (command -v apt-get >/dev/null && apt-get install -y -q redis-tools >/dev/null) || true
 	@command -v docker-compose >/dev/null || (command -v apt-get >/dev/null && apt-get install -y -q docker-compose >/dev/null) || true
+	@(test -x /usr/bin/chromium && test -x /usr/bin/chromedriver) || (command -v apt-get >/dev/null && \
+		(apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 || \
+		 (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium chromium-driver >/dev/null))) || true
 
 test: setup test-tools
 	$(PY) -m pytest -q $(ARGS)

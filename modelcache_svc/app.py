@@ -32,11 +32,12 @@ LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
 def check_exposure(settings: Settings) -> None:
     """Auth may be off only when nothing but this host can reach the server."""
-    if not settings.admin_key and settings.host not in LOOPBACK:
-        raise InvalidArgument(
-            f"refusing to listen on {settings.host} without authentication: "
-            "set --admin-key (or MODELCACHE_ADMIN_KEY), or listen on 127.0.0.1"
-        )
+    for host in (settings.host, settings.console_host if settings.console_port else ""):
+        if host and not settings.admin_key and host not in LOOPBACK:
+            raise InvalidArgument(
+                f"refusing to listen on {host} without authentication: "
+                "set --admin-key (or MODELCACHE_ADMIN_KEY), or listen on 127.0.0.1"
+            )
 
 
 def load_verifiers(settings: Settings) -> tuple[Verifier | None, ...]:
@@ -135,12 +136,15 @@ class Service:
     grpc_port: int = 0
     resp_port: int = 0
     http_port: int = 0
+    console_port: int = 0
     front: GrpcFrontEnd | None = None
     extras: list[Any] = field(default_factory=list)
 
     async def start(self) -> None:
         check_exposure(self.settings)
-        await self.core.start()
+        # The listeners come up before the vector copy is read back (core.load below): health says
+        # NOT_SERVING meanwhile, and every call that needs the vectors is refused UNAVAILABLE.
+        await self.core.open()
         self.front = GrpcFrontEnd(self.core)
         self.grpc_server, self.grpc_port = await start_grpc_server(
             self.front, self.settings.host, self.settings.grpc_port, self.settings.limits.max_message_bytes
@@ -152,7 +156,17 @@ class Service:
             http = build_http_server(self.core)
             self.http_port = await http.start(self.settings.host, self.settings.http_port)
             self.extras.append(http)
-            log.info("serving metrics and health on http://%s:%d", self.settings.host, self.http_port)
+            log.info("serving metrics and health on %s://%s:%d", "https" if http.tls else "http",
+                     self.settings.host, self.http_port)
+        if self.settings.console_port:
+            from .transport.http_routes import build_console_server
+
+            console = build_console_server(self.core)
+            host = self.settings.console_host or self.settings.host
+            self.console_port = await console.start(host, self.settings.console_port)
+            self.extras.append(console)
+            log.info("serving the console on %s://%s:%d/console", "https" if console.tls else "http", host,
+                     self.console_port)
         if self.settings.resp_port:
             from .transport.resp_server import start_resp_server
 
@@ -160,6 +174,13 @@ class Service:
             self.extras.append(resp)
             self.resp_port = int(resp.sockets[0].getsockname()[1])
             log.info("serving the Redis protocol on %s:%d", self.settings.host, self.resp_port)
+        log.info("listening; reading the vector copy back (health NOT_SERVING until it is whole)")
+        try:
+            await self.core.load()
+        except BaseException:
+            await self.stop(0)
+            raise
+        await self.front.set_serving(True)
 
     async def stop(self, grace: float = 5.0) -> None:
         if self.front is not None:

@@ -33,6 +33,8 @@ def _serve_flags(p: argparse.ArgumentParser) -> None:
         typ = f.type if isinstance(f.type, str) else f.type.__name__
         if typ in ("int", "float"):
             kwargs["type"] = int if typ == "int" else float
+        elif typ == "bool":
+            kwargs.update(type=_on_off, metavar="on|off")
         if f.metadata["choices"]:
             kwargs["choices"] = list(f.metadata["choices"])
         p.add_argument("--" + f.name.replace("_", "-"), **kwargs)
@@ -151,11 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
     # Benchmarks and evaluation live in their own modules; each adds its verb.
     from modelcache_train import cli as train_cli
 
-    from .tools import bench, bench_scale, evaluation, repeat_bench
+    from .tools import bench, bench_console, bench_scale, evaluation, repeat_bench
 
     bench.add_parser(sub)
     repeat_bench.add_parser(sub)
     bench_scale.add_parser(sub)
+    bench_console.add_parser(sub)
     evaluation.add_parser(sub)
     train_cli.add_parser(sub)
     policy_tool.add_parser(sub)
@@ -329,6 +332,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .tools import bench_scale
 
             return bench_scale.run(args, environ)
+        if args.command == "bench-console":
+            from .tools import bench_console
+
+            return bench_console.run(args, environ)
         if args.command in ("bench", "eval"):
             from .tools import bench, evaluation
 

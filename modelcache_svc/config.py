@@ -50,6 +50,23 @@ class Settings:
     admin_key: str = setting("", 'turns authentication on; the key that reaches everything ("" = off, '
                              "loopback only)")
     modelcache_compat_tenant: str = setting("default", "tenant served by POST /modelcache (ModelCache's API)")
+    http_tls_cert: str = setting("", 'a PEM certificate: the HTTP port (and the console\'s own listener) speak '
+                                 'HTTPS ("" = plain HTTP)')
+    http_tls_key: str = setting("", "the PEM private key of --http-tls-cert")
+    http_idle_timeout_s: float = setting(30.0, "seconds an HTTP connection may sit without a whole request "
+                                         "(head or body) before it is closed", flag=False)
+
+    # --- Console (console/, docs/operations.md "The console"): pages under /console on the HTTP port
+    console: bool = setting(True, "serve the web console under /console; only ever with --admin-key set "
+                            "(off = never)")
+    console_port: int = setting(0, "a listener of its own for the console, which the HTTP port then does not "
+                                "serve (0 = the console is on the HTTP port)")
+    console_host: str = setting("", 'address of the console\'s own listener ("" = --host)')
+    console_secure_cookie: bool = setting(False, "mark the console's session cookie Secure over plain HTTP too "
+                                          "(a TLS proxy in front); over HTTPS it always is")
+    console_session_ttl_s: float = setting(8 * 3600.0, "seconds a console sign-in lasts", flag=False)
+    console_traffic_rows: int = setting(5_000, "recent queries (with their texts) the console shows, kept in "
+                                        "this process's memory (0 = none)", flag=False)
 
     # --- Stores: where entries live and how the service talks to them
     data_dir: Path = setting(Path("./data"), "home of the embedded stores")
@@ -255,10 +272,17 @@ class Settings:
             raise InvalidArgument("long_prompt_instruction_threshold must be in (0, 1]")
         if self.question_vector_cache_size < 0:
             raise InvalidArgument("question_vector_cache_size must be >= 0 (0 = off)")
-        for name in ("grpc_port", "http_port", "resp_port"):
+        for name in ("grpc_port", "http_port", "resp_port", "console_port"):
             port = getattr(self, name)
             if not 0 <= port <= 65535:
                 raise InvalidArgument(f"{name} must be 0..65535")
+        if self.console_port and self.console_port in (self.grpc_port, self.http_port, self.resp_port):
+            raise InvalidArgument("console_port must differ from the gRPC, HTTP and Redis-protocol ports")
+        if bool(self.http_tls_cert) != bool(self.http_tls_key):
+            raise InvalidArgument("http_tls_cert and http_tls_key go together")
+        if self.http_idle_timeout_s <= 0 or self.console_session_ttl_s <= 0 or self.console_traffic_rows < 0:
+            raise InvalidArgument("http_idle_timeout_s and console_session_ttl_s must be positive, "
+                                  "console_traffic_rows >= 0")
         if self.resp_port == 6379:
             raise InvalidArgument("resp_port 6379 belongs to Redis; choose another (default 6390)")
         if self.embedding_backend not in EMBEDDING_BACKENDS:

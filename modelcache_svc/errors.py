@@ -14,9 +14,10 @@ at the store boundary with ``raise Unavailable(...) from exc``. Anything else
 that escapes is a bug: transports log it and answer INTERNAL.
 
 How each front end answers a class is written once, in ``TABLE`` at the end:
-the gRPC status, the RESP error prefix and ModelCache's ``errorCode`` per call
-type. The gRPC and RESP servers, the ModelCache endpoint and the Python client
-all read it. Statuses are named, not ``grpc.StatusCode`` members, so this
+the gRPC status, the RESP error prefix, ModelCache's ``errorCode`` per call
+type and the HTTP status the console answers. The gRPC and RESP servers, the
+ModelCache endpoint, the console and the Python client all read it. Statuses
+are named, not ``grpc.StatusCode`` members, so this
 module imports nothing and the client distribution ships it as it is.
 """
 
@@ -70,6 +71,7 @@ class Codes:
     grpc: str  # a grpc.StatusCode name (grpc.StatusCode[codes.grpc])
     resp: str  # the first word of a RESP error reply: Redis clients key on it (NOAUTH, TRYAGAIN, ...)
     compat: Mapping[str, int]  # ModelCache's errorCode per call type: query, insert, remove, register
+    http: int = 500  # the console's page status (POST /modelcache answers 200 whatever happened, as ModelCache)
 
 
 # ModelCache's codes (DESIGN §10) tell a refused call (the caller's to fix) from a failed one (ours);
@@ -79,19 +81,19 @@ _FAILED = {"query": 202, "insert": 302, "remove": 402, "register": 502}
 
 TABLE: Mapping[type[CacheError], Codes] = {
     # The base class alone is raised only by clients, for a status without a class of its own.
-    CacheError: Codes("UNKNOWN", "ERR", _REFUSED),
-    InvalidArgument: Codes("INVALID_ARGUMENT", "ERR", _REFUSED),
-    NotFound: Codes("NOT_FOUND", "ERR", _REFUSED),
-    AlreadyExists: Codes("ALREADY_EXISTS", "ERR", _REFUSED),
-    Unauthenticated: Codes("UNAUTHENTICATED", "NOAUTH", _REFUSED),
-    PermissionDenied: Codes("PERMISSION_DENIED", "NOPERM", _REFUSED),
-    ResourceExhausted: Codes("RESOURCE_EXHAUSTED", "ERR", _FAILED),
-    Unavailable: Codes("UNAVAILABLE", "TRYAGAIN", _FAILED),
+    CacheError: Codes("UNKNOWN", "ERR", _REFUSED, 400),
+    InvalidArgument: Codes("INVALID_ARGUMENT", "ERR", _REFUSED, 400),
+    NotFound: Codes("NOT_FOUND", "ERR", _REFUSED, 404),
+    AlreadyExists: Codes("ALREADY_EXISTS", "ERR", _REFUSED, 409),
+    Unauthenticated: Codes("UNAUTHENTICATED", "NOAUTH", _REFUSED, 401),
+    PermissionDenied: Codes("PERMISSION_DENIED", "NOPERM", _REFUSED, 403),
+    ResourceExhausted: Codes("RESOURCE_EXHAUSTED", "ERR", _FAILED, 429),
+    Unavailable: Codes("UNAVAILABLE", "TRYAGAIN", _FAILED, 503),
 }
 
 # Any other exception is a bug: answered INTERNAL with a generic message, its details only in the log.
 # ModelCache's insert has a code of its own for it.
-INTERNAL = Codes("INTERNAL", "ERR", {**_FAILED, "insert": 303})
+INTERNAL = Codes("INTERNAL", "ERR", {**_FAILED, "insert": 303}, 500)
 
 
 def codes_of(exc: BaseException) -> Codes:

@@ -83,9 +83,9 @@ class Admin:
         return removed
 
     # -- API keys ----------------------------------------------------------------------------------
-    async def create_api_key(self, principal: Principal, tenant: str) -> tuple[str, str]:
+    async def create_api_key(self, principal: Principal, tenant: str, read_only: bool = False) -> tuple[str, str]:
         principal.check_admin()
-        record, key = await self.tenants.create_api_key(tenant)
+        record, key = await self.tenants.create_api_key(tenant, read_only)
         return record.id, key
 
     async def revoke_api_key(self, principal: Principal, key_id: str) -> None:

@@ -5,6 +5,12 @@ store in batches by a background consumer.
 Never on the request's critical path: ``record`` is a bounded, non-blocking
 append. When the queue is full (the store is slow or down, or the consumer
 died) rows are dropped and counted, never buffered without end.
+
+The stored row holds no text. The console's recent traffic (``recent``) is the
+last ``recent_rows`` rows recorded by this process, kept in its memory with
+their texts: the question, the matched question, the verifier's verdict and
+the chat (so a served hit can be marked WRONG through Feedback). Texts are cut
+at ``MAX_SHOWN_CHARS``, a chat over ``MAX_KEPT_CHAT_CHARS`` is not kept.
 """
 
 from __future__ import annotations
@@ -19,8 +25,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..metrics import Metrics
+from ..records import Message
 
 log = logging.getLogger("modelcache_svc.querylog")
+MAX_SHOWN_CHARS = 2_000
+MAX_KEPT_CHAT_CHARS = 8_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +46,29 @@ class QueryLogRow:
     uncacheable: str = ""  # the class that refused the query (cacheability policy), else ""
 
 
+@dataclass(frozen=True, slots=True)
+class Texts:
+    """What the console shows of a query beside its stored row (never written to the store)."""
+
+    question: str = ""
+    matched_question: str = ""
+    verifier: str = ""  # the verifier's verdict on the served candidate, or on the best one it refused
+    messages: tuple[Message, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Recent:
+    seq: int  # increasing per process: what the console names a row by
+    row: QueryLogRow
+    texts: Texts
+
+
+def kept_texts(texts: Texts) -> Texts:
+    chat = sum(len(m.content) for m in texts.messages)
+    return Texts(texts.question[:MAX_SHOWN_CHARS], texts.matched_question[:MAX_SHOWN_CHARS], texts.verifier[:80],
+                 texts.messages if chat <= MAX_KEPT_CHAT_CHARS else ())
+
+
 class QueryLog:
     def __init__(
         self,
@@ -50,6 +82,7 @@ class QueryLog:
         flush_interval_s: float = 1.0,
         retention_s: float = 7 * 24 * 3600,
         clock: Callable[[], float] = time.time,
+        recent_rows: int = 0,
     ) -> None:
         self._write = write
         self._purge = purge
@@ -63,10 +96,16 @@ class QueryLog:
         self._clock = clock
         self._wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
+        self._recent: deque[Recent] = deque(maxlen=recent_rows or 1)
+        self._keep_recent = recent_rows > 0
+        self._seq = 0
 
-    def record(self, row: QueryLogRow) -> None:
+    def record(self, row: QueryLogRow, texts: Texts | None = None) -> None:
         if self.sample_rate <= 0 or (self.sample_rate < 1 and random.random() >= self.sample_rate):
             return
+        if self._keep_recent:
+            self._seq += 1
+            self._recent.append(Recent(self._seq, row, kept_texts(texts) if texts else Texts()))
         if len(self._queue) >= self._max_queue:
             self._metrics.count(self._metrics.querylog_dropped)
             return
@@ -78,6 +117,14 @@ class QueryLog:
     @property
     def depth(self) -> int:
         return len(self._queue)
+
+    @property
+    def keeps_recent(self) -> bool:
+        return self._keep_recent
+
+    def recent(self, tenant: str) -> list[Recent]:
+        """The tenant's rows among the last ones this process recorded, newest first."""
+        return [r for r in reversed(self._recent) if r.row.tenant == tenant] if self._keep_recent else []
 
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self._consume())

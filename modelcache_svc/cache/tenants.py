@@ -1,5 +1,9 @@
 """Tenants, their config, and who may call what (API keys).
 
+A tenant key is read-write (``mck_...``) or read-only (``mcr_...``: Query, stats and the console's pages, no
+change). The role is in the key's text, which the stored hash covers whole: a read-only key with its prefix
+changed is a key nobody issued.
+
 Tenant configs and key lookups are cached in process for a bounded time
 (``CACHE_TTL_S``) so a query costs no store round trip for them; a change made
 through this replica is seen at once, one made through another replica within
@@ -35,6 +39,7 @@ class Principal:
 
     admin: bool
     tenant: str | None = None
+    read_only: bool = False
 
     def check_tenant(self, tenant: str) -> None:
         if not self.admin and tenant != self.tenant:
@@ -44,8 +49,14 @@ class Principal:
         if not self.admin:
             raise PermissionDenied("this call needs the admin key")
 
+    def check_write(self) -> None:
+        if self.read_only:
+            raise PermissionDenied("this key is read-only: it cannot change the cache")
+
 
 ADMIN = Principal(admin=True)
+KEY_PREFIX = "mck_"
+READ_ONLY_KEY_PREFIX = "mcr_"
 
 
 def hash_key(key: str) -> str:
@@ -103,11 +114,11 @@ class TenantRegistry:
                 self._keys.clear()
         if record is None or record.revoked_at is not None:
             raise Unauthenticated("invalid or revoked API key")
-        return Principal(admin=False, tenant=record.tenant)
+        return Principal(admin=False, tenant=record.tenant, read_only=key.startswith(READ_ONLY_KEY_PREFIX))
 
-    async def create_api_key(self, tenant: str) -> tuple[ApiKeyRecord, str]:
+    async def create_api_key(self, tenant: str, read_only: bool = False) -> tuple[ApiKeyRecord, str]:
         await self.get(tenant)
-        key = "mck_" + secrets.token_urlsafe(32)
+        key = (READ_ONLY_KEY_PREFIX if read_only else KEY_PREFIX) + secrets.token_urlsafe(32)
         record = ApiKeyRecord(id=uuid.uuid4().hex, tenant=tenant, key_hash=hash_key(key), created_at=self._clock())
         await self._run(self._store.create_api_key, record)
         return record, key

@@ -1,163 +1,191 @@
-"""A small HTTP/1.1 server for metrics, health and the ModelCache-compatible
-endpoint. asyncio streams, keep-alive, bounded request sizes; routes are a
-table of (method, path) -> handler, built by the caller."""
+"""The HTTP port's server: uvicorn serving an ASGI application inside the service's own event loop.
+
+The service binds the socket itself (port 0 picks a free one, and ``start`` says which), hands it to
+``uvicorn.Server`` and drives the server's start, tick loop and shutdown from its own lifecycle; uvicorn's
+``serve`` is not used, since it takes the process's SIGINT and SIGTERM from the service.
+
+The limits are the port's, whatever the application:
+- a request head of at most ``MAX_HEADER_BYTES``: 431 (h11 refuses a head that arrives in pieces past that
+  bound with a 400 before we see it);
+- a body of at most ``MAX_BODY_BYTES`` (413), read within the idle timeout (408): ``BodyLimit``;
+- a connection that holds no whole request head for ``idle_timeout`` seconds, the first one included, is
+  closed (uvicorn's own keep-alive timer runs only between requests): ``_Protocol``.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+import socket
+from typing import Any
+
+import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 log = logging.getLogger("modelcache_svc.http")
 MAX_HEADER_BYTES = 16 * 1024
 MAX_BODY_BYTES = 16 * 1024 * 1024
-REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
-           413: "Payload Too Large", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
-           503: "Service Unavailable"}
+DEFAULT_IDLE_TIMEOUT_S = 30.0
+SHUTDOWN_GRACE_S = 5  # requests still running at stop get this long
+
+ASGIApp = Any  # (scope, receive, send) -> awaitable: Starlette's type, not imported here
 
 
-@dataclass
-class Request:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
+class BodyLimit:
+    """ASGI middleware: the request body whole, within ``max_bytes`` and ``timeout`` seconds, before the app
+    sees it (every route of the port reads its body whole anyway)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES, timeout: float = DEFAULT_IDLE_TIMEOUT_S) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.timeout = timeout
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        head = len(scope.get("raw_path") or b"") + sum(len(n) + len(v) + 4 for n, v in scope["headers"])
+        if head > MAX_HEADER_BYTES:
+            await _plain(send, 431, "request header too large")
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            status = 400 if not length.isdigit() else 413
+            await _plain(send, status, "bad Content-Length" if status == 400 else f"body over {self.max_bytes} bytes")
+            return
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async with asyncio.timeout(self.timeout):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > self.max_bytes:  # a chunked body has no Content-Length to refuse up front
+                        await _plain(send, 413, f"body over {self.max_bytes} bytes")
+                        return
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            await _plain(send, 408, "the request body did not arrive in time")
+            return
+        body = b"".join(chunks)
+        sent = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return dict(await receive())  # after the body: only the disconnect
+
+        await self.app(scope, replay, send)
 
 
-@dataclass
-class Response:
-    status: int = 200
-    body: bytes = b""
-    content_type: str = "text/plain; charset=utf-8"
-    headers: dict[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def json(cls, value: object, status: int = 200) -> Response:
-        return cls(status, json.dumps(value, ensure_ascii=False).encode(), "application/json")
+async def _plain(send: Any, status: int, text: str) -> None:
+    body = text.encode()
+    headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode()),
+               (b"connection", b"close")]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
-Handler = Callable[[Request], Awaitable[Response]]
+class _Protocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol, with a deadline on every request head: from the connection on, and again
+    after each response (where uvicorn's keep-alive timer, set to the same bound, also runs)."""
+
+    _head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._head_timer = self.loop.call_later(self.timeout_keep_alive, self._head_late)
+
+    def data_received(self, data: bytes) -> None:
+        cycle = self.cycle
+        super().data_received(data)
+        if self.cycle is not cycle and self._head_timer is not None:  # a whole head arrived: a request runs
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._head_timer is None and not self.transport.is_closing():
+            self._head_timer = self.loop.call_later(self.timeout_keep_alive, self._head_late)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        super().connection_lost(exc)
+
+    def _head_late(self) -> None:
+        self._head_timer = None
+        if self.cycle is None or self.cycle.response_complete:  # no request in flight: nobody is waiting
+            self.timeout_keep_alive_handler()
 
 
 class HttpServer:
-    def __init__(self, routes: dict[tuple[str, str], Handler], *, idle_timeout: float = 30.0) -> None:
-        self._routes = routes
-        self._idle_timeout = idle_timeout
-        self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[None]] = set()
+    """One listener: ``start`` binds it and serves, ``close`` stops taking connections, ``wait_closed`` lets
+    running requests finish (at most ``SHUTDOWN_GRACE_S``)."""
 
-    async def start(self, host: str, port: int) -> int:
-        self._server = await asyncio.start_server(self._serve, host, port, limit=MAX_HEADER_BYTES)
-        return int(self._server.sockets[0].getsockname()[1])
+    def __init__(self, app: ASGIApp, *, idle_timeout: float = DEFAULT_IDLE_TIMEOUT_S, tls_cert: str = "",
+                 tls_key: str = "", max_body_bytes: int = MAX_BODY_BYTES) -> None:
+        self.config = uvicorn.Config(
+            BodyLimit(app, max_body_bytes, idle_timeout), http=_Protocol, lifespan="off", log_config=None,
+            access_log=False, server_header=False, timeout_keep_alive=max(1, round(idle_timeout)),
+            timeout_graceful_shutdown=SHUTDOWN_GRACE_S, h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+            ssl_certfile=tls_cert or None, ssl_keyfile=tls_key or None,
+        )
+        self._server = uvicorn.Server(self.config)
+        self._socket: socket.socket | None = None
+        self._task: asyncio.Task[None] | None = None
 
     @property
-    def sockets(self) -> tuple[object, ...]:
-        return tuple(self._server.sockets) if self._server else ()
+    def tls(self) -> bool:
+        return self.config.ssl_certfile is not None
+
+    async def start(self, host: str, port: int) -> int:
+        """Serve on host:port (0: a free port); the port bound."""
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        # IPPROTO_TCP named, not 0: asyncio sets TCP_NODELAY only on connections of such a socket, and without
+        # it a response written in two pieces (head, body) waits ~40 ms for the client's delayed ACK.
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            sock.listen(self.config.backlog)
+        except BaseException:
+            sock.close()
+            raise
+        sock.setblocking(False)
+        self._socket = sock
+        self.config.load()
+        server = self._server
+        server.lifespan = self.config.lifespan_class(self.config)
+        try:
+            await server.startup(sockets=[sock])
+        except BaseException:
+            sock.close()
+            raise
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        return int(sock.getsockname()[1])
+
+    async def _run(self) -> None:
+        try:
+            await self._server.main_loop()
+        finally:
+            await self._server.shutdown(sockets=[self._socket] if self._socket else None)
+
+    @property
+    def sockets(self) -> tuple[socket.socket, ...]:
+        return (self._socket,) if self._socket is not None else ()
 
     def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for task in list(self._connections):
-            task.cancel()
+        self._server.should_exit = True
 
     async def wait_closed(self) -> None:
-        if self._connections:
-            await asyncio.gather(*self._connections, return_exceptions=True)
-        if self._server is not None:
-            await self._server.wait_closed()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._connections.add(task)
-        try:
-            while True:
-                try:
-                    request = await asyncio.wait_for(self._read(reader), self._idle_timeout)
-                except _HttpError as exc:
-                    await self._write(writer, Response(exc.status, exc.message.encode()), keep_alive=False)
-                    return
-                except (asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError):
-                    return
-                if request is None:
-                    return
-                response = await self._dispatch(request)
-                keep_alive = request.headers.get("connection", "").lower() != "close"
-                await self._write(writer, response, keep_alive)
-                if not keep_alive:
-                    return
-        except (ConnectionError, asyncio.CancelledError):
-            pass
-        finally:
-            if task is not None:
-                self._connections.discard(task)
-            writer.close()
-
-    async def _dispatch(self, request: Request) -> Response:
-        handler = self._routes.get((request.method, request.path))
-        if handler is None:
-            allowed = [m for (m, p) in self._routes if p == request.path]
-            if allowed:
-                return Response(405, b"method not allowed", headers={"Allow": ", ".join(allowed)})
-            return Response(404, b"not found")
-        try:
-            return await handler(request)
-        except Exception:
-            log.exception("HTTP %s %s failed", request.method, request.path)
-            return Response(500, b"internal error")
-
-    async def _read(self, reader: asyncio.StreamReader) -> Request | None:
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-        except asyncio.IncompleteReadError as exc:
-            if not exc.partial:
-                return None
-            raise
-        except asyncio.LimitOverrunError as exc:
-            raise _HttpError(431, "request header too large") from exc
-        lines = head.decode("latin-1").split("\r\n")
-        parts = lines[0].split(" ")
-        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-            raise _HttpError(400, "malformed request line")
-        method, target, _ = parts
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            if not line:
-                continue
-            name, sep, value = line.partition(":")
-            if not sep:
-                raise _HttpError(400, "malformed header")
-            headers[name.strip().lower()] = value.strip()
-        if "chunked" in headers.get("transfer-encoding", "").lower():
-            raise _HttpError(400, "chunked bodies are not supported; send Content-Length")
-        try:
-            length = int(headers.get("content-length", "0"))
-        except ValueError as exc:
-            raise _HttpError(400, "bad Content-Length") from exc
-        if length < 0:
-            raise _HttpError(400, "bad Content-Length")
-        if length > MAX_BODY_BYTES:
-            raise _HttpError(413, f"body over {MAX_BODY_BYTES} bytes")
-        body = await reader.readexactly(length) if length else b""
-        return Request(method, target.split("?", 1)[0], headers, body)
-
-    @staticmethod
-    async def _write(writer: asyncio.StreamWriter, response: Response, keep_alive: bool) -> None:
-        head = [
-            f"HTTP/1.1 {response.status} {REASONS.get(response.status, 'Status')}",
-            f"Content-Type: {response.content_type}",
-            f"Content-Length: {len(response.body)}",
-            f"Connection: {'keep-alive' if keep_alive else 'close'}",
-            *(f"{k}: {v}" for k, v in response.headers.items()),
-        ]
-        writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + response.body)
-        await writer.drain()
-
-
-class _HttpError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)

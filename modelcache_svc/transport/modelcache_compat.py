@@ -60,11 +60,13 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from starlette.requests import Request
+from starlette.responses import Response
+
 from .. import errors
 from ..cache.service import CacheCore
 from ..cache.tenants import Principal
 from ..records import Message, NewEntry, Scope
-from .http_server import Handler, Request, Response
 
 log = logging.getLogger("modelcache_svc.modelcache_compat")
 
@@ -157,7 +159,7 @@ class ModelCacheEndpoint:
         start = time.perf_counter()
         kind = "unknown"  # a metric label never holds what the caller sent
         try:
-            body = _parse_body(request.body)
+            body = _parse_body(await request.body())
         except errors.InvalidArgument as exc:
             result = _query_shape(_error(103, exc), start)
         else:
@@ -170,7 +172,7 @@ class ModelCacheEndpoint:
                 kind = str(requested)
                 result = await self._dispatch(kind, body, request, start)
         self.core.metrics.request("http", f"modelcache.{kind}", str(result["errorCode"]), time.perf_counter() - start)
-        return Response.json(result)
+        return Response(json.dumps(result, ensure_ascii=False).encode(), media_type="application/json")
 
     async def _dispatch(self, kind: str, body: dict[str, Any], request: Request, start: float) -> Result:
         try:
@@ -268,7 +270,3 @@ class ModelCacheEndpoint:
     def _remember(self, model: str) -> None:
         if len(self._registered) < MAX_REMEMBERED_MODELS:
             self._registered.add(model)
-
-
-def modelcache_routes(core: CacheCore) -> dict[tuple[str, str], Handler]:
-    return {("POST", "/modelcache"): ModelCacheEndpoint(core).handle}

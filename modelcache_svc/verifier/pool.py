@@ -1,14 +1,20 @@
 """The verifiers a service runs: one for English, one for Chinese, Japanese and Korean, one for every other
 language (routed as the embedders are, embedding/pool.py). Each runs on its own thread, so a verifier call never waits behind an
-embedding batch or a store call."""
+embedding batch or a store call.
+
+``SCORES``: where a caller that wants to know what the verifier said during one call (the query log's
+verdict, cache/service.py) puts a list; each score of that task's calls is appended as (candidate, p)."""
 
 from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 
 from ..embedding.language import CJK_LANGUAGES, ENGLISH
 from .model import Verifier
+
+SCORES: ContextVar[list[tuple[str, float]] | None] = ContextVar("verifier_scores", default=None)
 
 
 class VerifierPool:
@@ -35,7 +41,12 @@ class VerifierPool:
         self, verifier: Verifier, question: str, candidates: list[str], similarities: list[float]
     ) -> list[float]:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, verifier.score, question, candidates, similarities)
+        scores: list[float] = await loop.run_in_executor(self._executor, verifier.score, question, candidates,
+                                                         similarities)
+        noted = SCORES.get()
+        if noted is not None:
+            noted.extend(zip(candidates, scores, strict=True))
+        return scores
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -97,3 +97,17 @@ def test_bench_repeat_compares_a_fresh_and_a_repeated_paraphrase(capsys: pytest.
     # Each paraphrase went to the model once (its first ask), never on the second.
     assert one["server"]["embedding_texts"] == 8 + 1  # and the channel's warm-up question
     assert r["repeated_clients"]["calls"] > 0 and r["repeated_clients"]["server"]["embedding_batches"] == 0
+
+
+def test_bench_console_measures_every_page_at_a_tiny_size(capsys: pytest.CaptureFixture[str]) -> None:
+    """The command that measures the console at 100,000 entries (docs/operations.md, "The console"), at 60."""
+    code = cli.main(["bench-console", "--entries", "60", "--real", "60", "--requests", "2", "--queries", "6",
+                     "--serve-arg=--verifier=off", "--serve-arg=--embedding-model-cjk=off",
+                     "--serve-arg=--embedding-model-multilingual=off", "--json"])
+    assert code == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["config"]["entries"] == 60 and r["bulk_load"]["entries"] == 60 and r["traffic"]["queries"] == 6
+    assert set(r["pages"]) == {"overview", "tenant", "entries", "search", "entry", "traffic", "traffic_filtered"}
+    for page in r["pages"].values():
+        assert page["p50_ms"] > 0 and page["bytes"] > 0 and isinstance(page["within_target"], bool)
+    assert isinstance(r["all_within_target"], bool)

@@ -48,6 +48,7 @@ NOT_FLAGS = {  # set through MODELCACHE_<NAME> only, deliberately
     "max_concurrent_per_tenant", "fail_open", "store_threads", "default_tenant", "query_log_sample_rate",
     "query_log_retention_s", "query_log_max_queue", "feedback_floor_margin", "verify_pending_ttl_s",
     "feedback_pool_ttl_s", "learned_min_similarity", "limits", "long_prompt_instruction_threshold", "multilingual_similarity_scale",
+    "http_idle_timeout_s", "console_session_ttl_s", "console_traffic_rows",
 }
 
 
