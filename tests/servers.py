@@ -47,7 +47,9 @@ def free_port() -> int:
 class ThreadServer:
     """The service on its own event loop in a background thread."""
 
-    def __init__(self, settings: Settings, embedder: Embedder) -> None:
+    def __init__(self, settings: Settings, embedder: Embedder, wait: bool = True) -> None:
+        """``wait=False``: return once the listeners are up, the start still reading the vectors back
+        (``starting`` is its future)."""
         self.settings = settings
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
@@ -61,7 +63,14 @@ class ThreadServer:
             verifiers = (english, zh if settings.cjk_model else None,
                          multilingual if settings.multilingual_model else None)
         self.service = Service(settings, build_core(settings, embedder, cjk, verifiers))
-        self.call(self.service.start(), timeout=120)
+        self.starting = asyncio.run_coroutine_threadsafe(self.service.start(), self.loop)
+        if wait:
+            self.starting.result(120)
+        deadline = time.monotonic() + 120
+        while not self.service.grpc_port and not self.starting.done() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if self.starting.done():
+            self.starting.result()  # a start that failed says why
         self.target = f"127.0.0.1:{self.service.grpc_port}"
 
     @property
@@ -115,16 +124,19 @@ class ProcessServer:
     def wait_ready(self, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
         channel = grpc.insecure_channel(self.target)
+        listening = False  # the port answers before the vectors are read back: then wait for the line
         try:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
                     raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.output}")
-                try:
-                    grpc.channel_ready_future(channel).result(timeout=1)
-                    if "modelcache-svc ready" in self.output:
-                        return
-                except grpc.FutureTimeoutError:
-                    pass
+                if not listening:
+                    try:
+                        grpc.channel_ready_future(channel).result(timeout=1)
+                        listening = True
+                    except grpc.FutureTimeoutError:
+                        pass
+                if listening and "modelcache-svc ready" in self.output:
+                    return
                 time.sleep(0.2)
         finally:
             channel.close()

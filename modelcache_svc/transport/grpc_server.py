@@ -94,10 +94,19 @@ def call_metadata(context: grpc.aio.ServicerContext) -> tuple[str, str | None]:
 Handler = Callable[..., Awaitable[Message]]
 
 
+SERVICES = ("", CACHE_SERVICE, TENANT_SERVICE)
+
+
 class GrpcFrontEnd:
     def __init__(self, core: CacheCore) -> None:
         self.core = core
         self.health = HealthServicer()
+
+    async def set_serving(self, serving: bool) -> None:
+        """Health of every service: SERVING, or NOT_SERVING (while the core reads its vectors back)."""
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for service in SERVICES:
+            await self.health.set(service, status)
 
     def _method(self, name: str, fn: Handler, request_cls: type[Message]) -> grpc.RpcMethodHandler:
         core = self.core
@@ -276,6 +285,6 @@ async def start_grpc_server(front: GrpcFrontEnd, host: str, port: int, max_messa
     if bound == 0:
         raise errors.Unavailable(f"cannot listen on {address}")
     await server.start()
-    for service in ("", CACHE_SERVICE, TENANT_SERVICE):
-        await front.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+    # NOT_SERVING until the core has read its vectors back (the app then calls set_serving(True)).
+    await front.set_serving(front.core.loading is None)
     return server, bound
