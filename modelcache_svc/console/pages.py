@@ -204,6 +204,7 @@ class Pages:
         if text.strip():
             if not model:
                 raise NotFound(f"tenant {name!r} has no entries to search")
+            self.core.refuse_while_loading()  # never a search of a half-read vector copy
             search = await self.core.browse.search(p, Scope(name, model), text, system, 10)
         else:
             page = await self.core.browse.entries(p, name, model, (q.get("after") or "").strip(), 50)
