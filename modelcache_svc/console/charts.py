@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 WIDTH, HEIGHT = 600, 160
-PAD_LEFT, PAD_RIGHT, PAD_BOTTOM, PAD_TOP = 36, 18, 22, 8
+PAD_LEFT, PAD_RIGHT, PAD_BOTTOM, PAD_TOP = 40, 18, 22, 8
 BUCKETS_S = (60, 300, 900, 3600, 6 * 3600, 86400)
 MAX_BUCKETS = 60
 
@@ -33,6 +33,8 @@ class Chart:
     bars: list[Bar]
     ticks: list[Tick]
     line: str = ""  # an SVG polyline's points, "" = none
+    dots: list[tuple[float, float]] = field(default_factory=list)  # the line's points, each drawn (one is a line too)
+    ratio_axis: bool = False  # 0 % and 100 % marked on the left
     marker_x: float | None = None  # a vertical line: the threshold
     y_label: str = ""
     empty: bool = False
@@ -94,7 +96,8 @@ def hit_ratio_over_time(points: Sequence[tuple[float, bool]], now: float) -> Cha
     plot_w, plot_h = WIDTH - PAD_LEFT - PAD_RIGHT, HEIGHT - PAD_BOTTOM - PAD_TOP
     w = plot_w / n
     most = max(totals) or 1
-    bars, line = [], []
+    bars: list[Bar] = []
+    dots: list[tuple[float, float]] = []
     for i in range(n):
         h = plot_h * totals[i] / most * 0.6  # the bars stay under the line's range
         x = PAD_LEFT + i * w
@@ -102,8 +105,9 @@ def hit_ratio_over_time(points: Sequence[tuple[float, bool]], now: float) -> Cha
         shown = f"{ratio:.0%}" if ratio is not None else "no queries"
         bars.append(Bar(x + 1, HEIGHT - PAD_BOTTOM - h, max(1.0, w - 2), h, f"{totals[i]} queries, hit ratio {shown}"))
         if ratio is not None:
-            line.append(f"{x + w / 2:.1f},{HEIGHT - PAD_BOTTOM - plot_h * ratio:.1f}")
+            dots.append((x + w / 2, HEIGHT - PAD_BOTTOM - plot_h * ratio))
     label = {60: "1 min", 300: "5 min", 900: "15 min", 3600: "1 h", 21600: "6 h", 86400: "1 day"}[bucket]
     ticks = [Tick(PAD_LEFT + i * w, f"-{(n - i) * bucket // 60} min" if bucket < 3600
                   else f"-{(n - i) * bucket // 3600} h") for i in range(0, n, max(1, n // 6))]
-    return Chart(bars, ticks, line=" ".join(line), y_label=f"hit ratio (line), queries per {label} (bars)")
+    return Chart(bars, ticks, line=" ".join(f"{x:.1f},{y:.1f}" for x, y in dots), dots=dots, ratio_axis=True,
+                 y_label=f"hit ratio (line), queries per {label} (bars)")
