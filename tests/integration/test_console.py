@@ -5,6 +5,8 @@ The browser's view of the same pages: tests/e2e/test_console_browser.py."""
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -331,3 +333,24 @@ def test_the_pictures_geometry() -> None:
     t = charts.hit_ratio_over_time([(1000.0, True), (1010.0, False), (1500.0, True)], now=1600.0)
     assert t.line and len(t.bars) >= 2 and sum(int(b.title.split()[0]) for b in t.bars) == 3
     assert charts.hit_ratio_over_time([], now=0.0).empty
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl makes the test certificate")
+def test_over_tls_the_session_cookie_is_secure(tmp_path: Path, embedder: Embedder) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=60)
+    settings = Settings(data_dir=tmp_path, grpc_port=0, http_port=free_port(), resp_port=0, admin_key=ADMIN,
+                        vector_uri="memory://", scalar_uri="memory://", verifier="off", embedding_model_cjk="off",
+                        embedding_model_multilingual="off", http_tls_cert=str(cert), http_tls_key=str(key))
+    server = ThreadServer(settings, embedder)
+    try:
+        with httpx.Client(base_url=f"https://127.0.0.1:{server.service.http_port}", verify=str(cert),
+                          timeout=30) as browser:
+            signed = sign_in(browser, ADMIN)
+            cookie = next(c for c in signed.headers.get_list("set-cookie") if c.startswith("mc_console="))
+            assert "secure" in {a.strip().lower() for a in cookie.split(";")[1:]}
+            assert browser.get("/console/").status_code == 200  # and it comes back over HTTPS
+    finally:
+        server.stop()
