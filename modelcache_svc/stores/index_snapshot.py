@@ -166,6 +166,12 @@ def _manifest(root: Path, collection: str) -> tuple[Path, dict[str, object]] | N
     return None
 
 
+def saved_generation(root: Path, collection: str) -> int:
+    """The first journal generation the saved copy does not hold (1 without a copy)."""
+    found = _manifest(root, collection)
+    return 1 if found is None else int(found[1].get("journal", 1))  # type: ignore[call-overload]
+
+
 def saved_rows(root: Path, collection: str) -> int | None:
     found = _manifest(root, collection)
     return None if found is None else int(found[1].get("rows", 0))  # type: ignore[call-overload]

@@ -15,7 +15,9 @@ fdatasync for every record so far) before its caller is answered. So:
   instead; if fewer (a Milvus Lite write failed after its record, the caller was told UNAVAILABLE), the
   copy serves and the log says so; the repair pass deletes any vector without a live row.
 
-The journal is folded into a new saved copy in the background once it holds ``fold_bytes``: the writer
+The journal is folded into a new saved copy in the background once it holds ``fold_bytes`` or half the
+saved copy's size, whichever is more (a fold rewrites the whole copy: tied to its size, folding N rows in
+costs O(N) writes in all, not O(N^2 / fold_bytes) as a bulk load of a million rows would): the writer
 rotates to a new generation (under the lock, a file open), the fold merges the old copy and the closed
 generations from disk (no lock: queries and writes go on), swaps the new copy in and deletes the folded
 generations. A clean stop saves the copy from memory and empties the journal.
@@ -104,6 +106,7 @@ class LiteCopy:
         self._folder: threading.Thread | None = None
         self.folds = 0
         self.users = 0
+        self.copy_bytes: dict[str, int] = {}  # the saved copy's vector bytes, per collection
 
     # -- start ---------------------------------------------------------------------------------------------
     def load(self, name: str, dim: int, milvus_rows: Callable[[], int], read_milvus: Callable[[], Rows],
@@ -111,6 +114,8 @@ class LiteCopy:
         """Read a collection in (under ``lock``): the saved copy and its journal, else Milvus Lite. Where
         it came from, in words."""
         progress = self.loading = LoadProgress(name, index_snapshot.saved_rows(self.root, name) or 0)
+        for left in self.root.glob(f"{name}.tmp-*"):  # a save or fold the process died in
+            shutil.rmtree(left, ignore_errors=True)
         try:
             started = time.monotonic()
             how = self._from_copy(name, milvus_rows, rewrite, progress)
@@ -148,7 +153,10 @@ class LiteCopy:
         progress.begin("attaching the graphs of", 0)
         graphs = index_snapshot.attach_graphs(loaded.index, name, self.root)
         self.index.adopt(name, loaded.index)
-        self.journals[name] = journal.Journal(index_snapshot.journal_dir(self.root, name), self.sync, loaded.journal)
+        self.copy_bytes[name] = loaded.rows * self.index.dim(name) * 4
+        if name not in self.journals:  # else opened by a write before this read (``record``): its records replayed
+            self.journals[name] = journal.Journal(index_snapshot.journal_dir(self.root, name), self.sync,
+                                                  loaded.journal)
         return (f"its saved copy ({loaded.rows} rows) and journal ({records} records), "
                 f"{graphs} graph(s) attached")
 
@@ -162,22 +170,31 @@ class LiteCopy:
             progress.add(len(ids))
         self.index.adopt(name, staged)
         # A base for the journal: a copy of what was read, and no journal file from before it.
+        stale = self.journals.pop(name, None)
+        if stale is not None:
+            stale.close()
         shutil.rmtree(index_snapshot.journal_dir(self.root, name), ignore_errors=True)
         progress.begin("saving the copy of", self.index.rows(name))
-        index_snapshot.save(self.index, name, self.root, 1, graphs=False)
+        self.copy_bytes[name] = index_snapshot.save(self.index, name, self.root, 1, graphs=False) * dim * 4
         self.journals[name] = journal.Journal(index_snapshot.journal_dir(self.root, name), self.sync)
         return "Milvus Lite (no current saved copy)"
 
     # -- writes --------------------------------------------------------------------------------------------
     def record(self, name: str, payload: bytes) -> int:
-        """Under ``lock``, before the write reaches Milvus Lite: the record appended; a token for ``commit``."""
-        return self.journals[name].append(payload)
+        """Under ``lock``, before the write reaches Milvus Lite: the record appended; a token for ``commit``.
+        A collection this process has not read in yet (a Remove or Clear walks every collection) gets its
+        journal opened for it, so its saved copy stays what its journal says."""
+        j = self.journals.get(name)
+        if j is None:
+            first = index_snapshot.saved_generation(self.root, name)
+            j = self.journals[name] = journal.Journal(index_snapshot.journal_dir(self.root, name), self.sync, first)
+        return j.append(payload)
 
     def commit(self, name: str, token: int) -> None:
         """Off the lock, before the caller is answered: durable (fdatasync, shared); a fold when due."""
         j = self.journals[name]
         j.commit(token)
-        if j.bytes_pending >= self.fold_bytes:
+        if j.bytes_pending >= max(self.fold_bytes, self.copy_bytes.get(name, 0) // 2):
             self.fold_soon(name)
 
     # -- folds ---------------------------------------------------------------------------------------------
@@ -196,6 +213,7 @@ class LiteCopy:
                 below = self.journals[name].rotate()
             rows, folded = index_snapshot.fold(name, self.root, below)
             self.journals[name].folded(below, folded)
+            self.copy_bytes[name] = rows * self.index.dim(name) * 4
             self.folds += 1
             log.info("journal of %s folded into its saved copy: %d rows, %.1f MB of journal, in %.1f s",
                      name, rows, folded / 2**20, time.monotonic() - started)
@@ -213,6 +231,8 @@ class LiteCopy:
         (vectors and graphs, and Milvus Lite's row count, which the next start then need not count) and
         empty its journal."""
         self.wait_fold()
+        for name in set(self.journals) - set(self.index.collections()):
+            self.journals.pop(name).close()  # written, never read in: its next start replays the records
         for name in self.index.collections():
             j = self.journals.get(name)
             if j is None or not j.bytes_pending:

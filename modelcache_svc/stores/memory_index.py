@@ -405,6 +405,11 @@ class MemoryIndex:
                     if (scope is None or s == scope) and (tenant is None or c.tenant_of.get(s) == tenant)
                     for entry_id in block.ids]
 
+    def dim(self, collection: str) -> int:
+        with self._lock:
+            c = self._collections.get(collection)
+            return 0 if c is None else c.dim
+
     def rows(self, collection: str) -> int:
         with self._lock:
             c = self._collections.get(collection)

@@ -499,9 +499,8 @@ class MilvusVectorStore:
         return token
 
     def _record(self, collection: str, payload: Callable[[], bytes]) -> int:
-        """Lite, under the lock: a change's journal record, before it reaches Milvus Lite (0 elsewhere, or
-        for a collection this process never read in: it has no copy to keep)."""
-        if self._copy is None or collection not in self._copy.journals:
+        """Lite, under the lock: a change's journal record, before it reaches Milvus Lite (0 elsewhere)."""
+        if self._copy is None:
             return 0
         return self._copy.record(collection, payload())
 

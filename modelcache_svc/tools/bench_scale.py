@@ -13,8 +13,9 @@ Per mode and size, in one run:
    quality; then Inserts ``--inserts`` new entries through the service (batches of 32): its insert rate.
 5. Server RSS, alone and with any children, and the Milvus server's (Milvus Lite 3 runs inside our process,
    as threads: embedded, our RSS is ours and Milvus Lite's together).
-6. Kills the server and its children with SIGKILL (a crash: the inserts are in no saved copy), starts it
-   again: the time to ready after kill -9, and the hit quality of 100 paraphrases; then removes the data.
+6. Kills the server and its children with SIGKILL (a crash: the inserts are in the journal, not in the saved
+   copy), starts it again: the time to ready after kill -9 (the saved copy plus the journal; Milvus Lite is
+   not read back), and the hit quality of 100 paraphrases; then removes the data.
 ``--tenants N`` (Milvus) checks the partition-key layout: 3 vectors for each of N tenants in one
 collection, then the search p50 of one tenant. ``--plot FILE.png`` draws latency against entries.
 """
@@ -57,9 +58,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--recall-queries", type=int, default=300)
     p.add_argument("--inserts", type=int, default=256, help="entries inserted through the service per size")
     p.add_argument("--tenants", type=int, default=0, help="Milvus: also the partition-key check at N tenants")
-    p.add_argument("--cold", action="store_true", help="embedded: also time a start without the saved copy")
-    p.add_argument("--no-kill", action="store_true", help="skip step 6 (kill -9 and the start after it: ~10 min "
-                   "at a million rows embedded, which then reads Milvus Lite back)")
+    p.add_argument("--cold", action="store_true", help="embedded: also time a start without the saved copy "
+                   "(Milvus Lite read back: ~10 min at a million rows)")
+    p.add_argument("--no-kill", action="store_true", help="skip step 6 (kill -9 and the start after it)")
     p.add_argument("--work-dir", default=None, help="where the stores go (default: a temporary dir under /tmp)")
     p.add_argument("--cache-dir", default=str(Path(tempfile.gettempdir()) / "modelcache-bench-scale"),
                    help="the real questions' vectors, computed once")
@@ -216,6 +217,7 @@ def run_size(args: argparse.Namespace, settings: Any, mode: str, n: int, uri: st
     pool = LoadGenerators(1)
     try:
         out["ready_s"] = round(server.startup_s, 1)
+        out["read_back"] = _read_back(server.output())
         out["rss_at_ready"] = rss_mb(server.pid)
         requests = [query_bytes(tenant, model, q) for q, _ in real.semantic]
         before = scrape(server.metrics_url)
@@ -242,11 +244,12 @@ def run_size(args: argparse.Namespace, settings: Any, mode: str, n: int, uri: st
         if args.no_kill:
             server.stop()
         else:
-            server.kill()  # a crash: the inserts above are in the stores but not in any saved copy
+            server.kill()  # a crash: the inserts above are in the stores and the journal, not in the saved copy
     if not args.no_kill:
         killed = ChildServer(data, extra, env, timeout=1800)
         try:
             out["ready_after_kill_s"] = round(killed.startup_s, 1)
+            out["read_back_after_kill"] = _read_back(killed.output())
             out["rss_tree_after_kill_mb"] = tree_rss_mb(killed.pid)
             w = SimpleNamespace(semantic=real.semantic[: min(100, args.recall_queries)])
             out["quality_after_kill"] = asyncio.run(ask_quality(killed.target, (), tenant, model,  # type: ignore[arg-type]
@@ -262,6 +265,19 @@ def run_size(args: argparse.Namespace, settings: Any, mode: str, n: int, uri: st
         cold.stop()
     shutil.rmtree(root, ignore_errors=True)
     return out
+
+
+def _read_back(log_text: str) -> list[str]:
+    """What the server's log says of each collection's read-back at start (where from, rows, seconds)."""
+    said = []
+    for line in log_text.splitlines():
+        try:
+            msg = str(json.loads(line).get("msg", ""))
+        except ValueError:
+            continue
+        if msg.startswith("vector copy of ") and " read from " in msg:
+            said.append(msg)
+    return said
 
 
 def _recall_embedded(vector: Any, collection: str, tenant: str, model: str, queries: np.ndarray,
