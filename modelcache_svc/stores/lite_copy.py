@@ -68,7 +68,7 @@ class LoadProgress:
             self.total = total
         if self._bar is not None:
             self._bar.reset(total=self.total)
-            self._bar.set_description(f"{phase} {self.collection}")
+            self._bar.set_description(phase)
         self._say()
 
     def add(self, rows: int) -> None:
@@ -84,9 +84,9 @@ class LoadProgress:
             log.info("vector copy of %s: %s", self.collection, self.describe())
 
     def describe(self) -> str:
-        share = f" ({100 * self.done / self.total:.0f}%)" if self.total else ""
-        return (f"{self.phase}, {self.done} of {self.total} rows{share}, "
-                f"{time.monotonic() - self.started:.1f} s")
+        rows = f"{self.done} of {self.total} rows ({100 * self.done / self.total:.0f}%)" if self.total \
+            else f"{self.done} rows"
+        return f"{self.phase}, {rows}, {time.monotonic() - self.started:.1f} s"
 
     def close(self) -> None:
         if self._bar is not None:
@@ -130,11 +130,11 @@ class LiteCopy:
 
     def _from_copy(self, name: str, milvus_rows: Callable[[], int], rewrite: Callable[[journal.Op], None],
                    progress: LoadProgress) -> str | None:
-        progress.begin("reading the saved copy of")
+        progress.begin("reading the saved copy")
         loaded = index_snapshot.load(name, self.root, self.index.approx, progress.add)
         if loaded is None:
             return None
-        progress.begin("replaying the journal of", 0)
+        progress.begin("replaying the journal", 0)
         records, last = index_snapshot.replay(loaded.index, name, self.root, loaded.journal, progress.add)
         rows = loaded.index.rows(name)
         # Milvus Lite's row count walks every row (~1.5 s at 200,000): skipped after a clean stop that
@@ -150,7 +150,7 @@ class LiteCopy:
             if rows > expect:
                 log.warning("saved copy and journal of %s hold %d rows, Milvus Lite %d (a write to Milvus Lite "
                             "failed after its journal record): the copy serves", name, rows, expect)
-        progress.begin("attaching the graphs of", 0)
+        progress.begin("attaching the graphs", 0)
         graphs = index_snapshot.attach_graphs(loaded.index, name, self.root)
         self.index.adopt(name, loaded.index)
         self.copy_bytes[name] = loaded.rows * self.index.dim(name) * 4
@@ -162,7 +162,7 @@ class LiteCopy:
 
     def _from_milvus(self, name: str, dim: int, milvus_rows: Callable[[], int], read_milvus: Callable[[], Rows],
                      progress: LoadProgress) -> str:
-        progress.begin("reading Milvus Lite back into", milvus_rows())
+        progress.begin("reading Milvus Lite back", milvus_rows())
         staged = MemoryIndex()
         staged.add_collection(name, dim)
         for ids, scopes, tenants, ctxs, vectors in read_milvus():
@@ -174,7 +174,7 @@ class LiteCopy:
         if stale is not None:
             stale.close()
         shutil.rmtree(index_snapshot.journal_dir(self.root, name), ignore_errors=True)
-        progress.begin("saving the copy of", self.index.rows(name))
+        progress.begin("saving the copy read", self.index.rows(name))
         self.copy_bytes[name] = index_snapshot.save(self.index, name, self.root, 1, graphs=False) * dim * 4
         self.journals[name] = journal.Journal(index_snapshot.journal_dir(self.root, name), self.sync)
         return "Milvus Lite (no current saved copy)"
