@@ -124,6 +124,8 @@ class ProcessServer:
     def wait_ready(self, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
         channel = grpc.insecure_channel(self.target)
+        # One future for the whole wait: a timed-out one's polling thread would outlive channel.close().
+        connected = grpc.channel_ready_future(channel)
         listening = False  # the port answers before the vectors are read back: then wait for the line
         try:
             while time.monotonic() < deadline:
@@ -131,7 +133,7 @@ class ProcessServer:
                     raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.output}")
                 if not listening:
                     try:
-                        grpc.channel_ready_future(channel).result(timeout=1)
+                        connected.result(timeout=1)
                         listening = True
                     except grpc.FutureTimeoutError:
                         pass
@@ -139,6 +141,7 @@ class ProcessServer:
                     return
                 time.sleep(0.2)
         finally:
+            connected.cancel()
             channel.close()
         raise TimeoutError(f"server not ready after {timeout}s:\n{self.output}")
 
