@@ -27,6 +27,7 @@ from .matching import guard_veto, resolve_threshold
 from .runtime import Runtime
 from .tenants import Principal, TenantRegistry
 from .verifier_gate import Gate, gate_for, verifier_applies
+from .tasks import QUESTION, TaskReader
 from .window import split_instruction
 from .routing import route_and_key
 
@@ -47,6 +48,7 @@ class Lookup:
         self.hits = hits
         self.learner = learner
         self.verifiers = verifiers
+        self.tasks = TaskReader()
 
     async def query(
         self,
@@ -123,7 +125,7 @@ class Lookup:
         for reason in vetoes:
             rt.metrics.count(rt.metrics.guard_vetoes, reason)
         if key.instruction and live:
-            live = await self.same_task(embedder, key.instruction, live)
+            live = await self.same_task(embedder, key.instruction, live, key.language)
         if gate is not None and verifier is not None:
             live = await self.verified(verifier, gate, key.question, live, threshold)
         weight = rt.settings.rerank_lexical_weight
@@ -160,21 +162,28 @@ class Lookup:
                 rt.metrics.count(rt.metrics.verifier_decisions, outcome)
         return decide.verified(live, gate, threshold, probabilities)
 
-    async def same_task(self, embedder: EmbeddingBatcher, instruction: str, live: list[Candidate]) -> list[Candidate]:
-        """The candidates whose own instruction asks what this long prompt's does (cache/window.py): as alike as
-        ``long_prompt_instruction_threshold`` on the common scale, and no guard veto between the two."""
+    async def same_task(self, embedder: EmbeddingBatcher, instruction: str, live: list[Candidate],
+                        language: str = "") -> list[Candidate]:
+        """The candidates whose own instruction asks what this long prompt's does (cache/tasks.py): one task
+        (two questions: also as alike as ``long_prompt_instruction_threshold`` on the common scale), and no
+        guard veto between the two (a count, a target language, a name). Similar wording alone is not one
+        task: the CJK model reads "想个标题" and "简要概括" as alike."""
         rt = self.runtime
         theirs = [split_instruction(c.row.question)[0] for c in live]
         texts = [instruction, *{t for t in theirs if t}]
         vectors = dict(zip(texts, await embedder.embed_many(texts)))
+        tasks = await self.tasks.tasks(embedder, texts, vectors)
+        threshold = rt.settings.long_prompt_instruction_threshold
         kept = []
         for c, other in zip(live, theirs):
             if not other:
                 rt.metrics.count(rt.metrics.guard_vetoes, "instruction")
                 continue
-            similarity = embedder.reported(float(vectors[instruction] @ vectors[other]))
-            if similarity < rt.settings.long_prompt_instruction_threshold or (
-                    rt.settings.precision_guard and guard_veto(instruction, other) is not None):
+            alike = embedder.reported(float(vectors[instruction] @ vectors[other])) >= threshold
+            mine, yours = tasks[instruction], tasks[other]
+            one_task = mine == yours and (mine != QUESTION or alike)
+            if not one_task or (
+                    rt.settings.precision_guard and guard_veto(instruction, other, language) is not None):
                 rt.metrics.count(rt.metrics.guard_vetoes, "instruction")
                 continue
             kept.append(c)

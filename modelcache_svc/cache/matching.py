@@ -158,6 +158,7 @@ class Features:
     # Folded stems, initials of capitalised runs ("Random Access Memory" -> "ram"), CJK characters.
     words: frozenset[str]
     compact: str  # folded text without separators: "Java script" still contains "javascript"
+    joined: frozenset[str]  # one to three adjacent words run together, separators out: whole names only
     length: int  # words and CJK characters
 
 
@@ -245,8 +246,14 @@ def features(text: str) -> Features:
         entities=frozenset(entities),
         words=frozenset(_fold(_stem(w)) for w in lower) | _initials(words) | frozenset(_CJK.findall(text)),
         compact=_fold(re.sub(r"[\W_]+", "", text)),
+        joined=_joined(lower),
         length=len(words) + len(_CJK.findall(text)),
     )
+
+
+def _joined(lower: list[str], most: int = 3) -> frozenset[str]:
+    bare = [_fold(re.sub(r"[\W_]+", "", w)) for w in lower]
+    return frozenset("".join(bare[i:i + n]) for n in range(1, most + 1) for i in range(len(bare) - n + 1))
 
 
 @lru_cache(maxsize=4096)
@@ -295,11 +302,17 @@ def _missing_languages(a: Features, b: Features) -> bool:
     return any(len(lang) < 4 or lang not in b.compact for lang in a.languages - b.languages)
 
 
+_NAME_ENDINGS = ("", "s", "es", "n", "an", "ian", "i", "ese", "ish", "ns", "is")
+
+
 def _missing_entities(a: Features, b: Features) -> int:
     """How many of a's names b does not mention (in any case, or as initials, or run together)."""
     missing = 0
     for name in a.entities:
-        if name in b.words or (len(name) >= 3 and re.sub(r"[\W_]+", "", name) in b.compact):
+        # Run together, but whole words: "Java script" names JavaScript, "Indians" and "IITs" name India and
+        # IIT, "Londonderry" and "Nigeria" do not name London and Niger.
+        bare = re.sub(r"[\W_]+", "", name)
+        if name in b.words or (len(name) >= 3 and any(bare + end in b.joined for end in _NAME_ENDINGS)):
             continue
         missing += 1
     return missing
@@ -307,8 +320,8 @@ def _missing_entities(a: Features, b: Features) -> int:
 
 def _overlap(a: Features, b: Features) -> float:
     """Jaccard overlap of the two texts' words, negators aside."""
-    x = {w for w in a.words if w not in _NEGATIONS and not w.endswith("n't")}
-    y = {w for w in b.words if w not in _NEGATIONS and not w.endswith("n't")}
+    x = {w for w in a.words if w not in _NEGATIONS and w not in _CJK_NEGATORS and not w.endswith("n't")}
+    y = {w for w in b.words if w not in _NEGATIONS and w not in _CJK_NEGATORS and not w.endswith("n't")}
     return len(x & y) / max(1, len(x | y))
 
 
@@ -334,13 +347,59 @@ _PLATFORMS = tuple((name, re.compile(pattern)) for name, pattern in (
 ))
 
 
-# Human languages named in Chinese, Japanese and Korean (a translation into 英文 is not one into 日语); in the
-# Latin and Cyrillic scripts the names are capitalised or differ as words, which the entity and swap rules read.
+# Human languages named (a translation into 英文 is not one into 日语, "into French" not "in German"): in CJK
+# script, and as English words, since an instruction shares too few other words for the entity rule to read.
 _HUMAN_LANGUAGES = tuple((name, re.compile(pattern)) for name, pattern in (
-    ("en", r"英文|英语|英語|영어"), ("fr", r"法语|法文|法語|프랑스어"), ("ja", r"日语|日文|日語|日本語|일본어"),
-    ("de", r"德语|德文|德語|ドイツ語|독일어"), ("es", r"西班牙语|西班牙文|スペイン語|스페인어"),
-    ("ko", r"韩语|韩文|韓国語|한국어"), ("ru", r"俄语|俄文|ロシア語|러시아어"), ("zh", r"中文|汉语|中国語|중국어"),
+    ("en", r"英文|英语|英語|영어|\benglish\b"), ("fr", r"法语|法文|法語|프랑스어|\bfrench\b"),
+    ("ja", r"日语|日文|日語|日本語|일본어|\bjapanese\b"), ("de", r"德语|德文|德語|ドイツ語|독일어|\bgerman\b"),
+    ("es", r"西班牙语|西班牙文|スペイン語|스페인어|\bspanish\b"), ("ko", r"韩语|韩文|韓国語|한국어|\bkorean\b"),
+    ("ru", r"俄语|俄文|ロシア語|러시아어|\brussian\b"), ("zh", r"中文|汉语|中国語|중국어|\bchinese\b|\bmandarin\b"),
+    ("it", r"意大利语|意大利文|\bitalian\b"), ("pt", r"葡萄牙语|葡萄牙文|\bportuguese\b"),
+    ("ar", r"阿拉伯语|阿拉伯文|\barabic\b"), ("nl", r"荷兰语|\bdutch\b"), ("sv", r"瑞典语|\bswedish\b"),
+    ("el", r"希腊语|\bgreek\b"), ("hi", r"印地语|\bhindi\b"), ("tr", r"土耳其语|\bturkish\b"),
+    ("pl", r"波兰语|\bpolish\b"), ("vi", r"越南语|\bvietnamese\b"),
 ))
+
+
+# Countries named in Chinese, Japanese and Korean, from pycountry's ISO 3166 translations (name, common and
+# official name): "尼日利亚" is not "尼日尔", "印度尼西亚" not "印度". Latin and Cyrillic names are capitalised
+# words, which the entity rule reads. Longest names first, so a longer name is never read as a shorter one.
+_COUNTRY_LOCALES = ("zh_CN", "zh_TW", "ja", "ko")
+_CJK_OR_KANA_OR_HANGUL = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uf900-\ufaff\uac00-\ud7af]")
+
+
+@lru_cache(maxsize=1)
+def _country_names() -> tuple[re.Pattern[str], dict[str, str]]:
+    import gettext
+
+    import pycountry
+
+    code_of: dict[str, str] = {}
+    for locale in _COUNTRY_LOCALES:
+        names = gettext.translation("iso3166-1", pycountry.LOCALES_DIR, languages=[locale])
+        for country in pycountry.countries:
+            for field in ("name", "common_name", "official_name"):
+                english = getattr(country, field, None)
+                local = names.gettext(english) if english else ""
+                if local and local != english and len(local) >= 2 and _CJK_OR_KANA_OR_HANGUL.search(local):
+                    code_of.setdefault(local, country.alpha_2)
+    ordered = sorted(code_of, key=len, reverse=True)
+    return re.compile("|".join(map(re.escape, ordered))), code_of
+
+
+@lru_cache(maxsize=4096)
+def _countries(text: str) -> frozenset[str]:
+    """The countries a CJK text names (ISO codes)."""
+    if not _CJK_OR_KANA_OR_HANGUL.search(text):
+        return frozenset()
+    pattern, code_of = _country_names()
+    return frozenset(code_of[m] for m in pattern.findall(unicodedata.normalize("NFKC", text)))
+
+
+@lru_cache(maxsize=4096)
+def named_languages(text: str) -> frozenset[str]:
+    """The human languages a text names (codes)."""
+    return _named(text)[1]
 
 
 @lru_cache(maxsize=4096)
@@ -363,6 +422,52 @@ def _space_word_list(text: str) -> tuple[str, ...]:
     """Folded words split on spaces, edge punctuation off: every script read alike."""
     folded = _fold(unicodedata.normalize("NFKC", text))
     return tuple(w for w in (w.strip(_EDGE_PUNCTUATION) for w in folded.split()) if w)
+
+
+# Words that give a question a direction: read the other way round across one, it asks another question.
+_DIRECTION_WORDS = frozenset({"to", "into", "from", "than", "before", "after", "vs", "versus", "toward",
+                              "towards", "onto"})
+_CJK_DIRECTION = re.compile(r"[成到飞往去至比从转换]")
+
+
+def direction_reversed(query: str, candidate: str) -> bool:
+    """Two spans traded across a word that gives the question a direction, the rest the same: P A M B S /
+    P B M A S, M holding the direction ("miles to km" / "km to miles", "from New York to London" / "from
+    London to New York", "英里怎么换算成公里" / "公里怎么换算成英里", "纽约飞北京" / "北京飞纽约"). Two spans
+    moved side by side (no M: "online leads" / "leads online", "成都英语培训学校哪个好" / "成都哪个英语培训学校
+    好") are a paraphrase's word order, not a reversal."""
+    a, b = _sequence(query), _sequence(candidate)
+    if a == b or len(a) != len(b) or len(a) > _MAX_REVERSAL_TOKENS or sorted(a) != sorted(b):
+        return False
+    p = 0
+    while a[p] == b[p]:
+        p += 1
+    s = 0
+    while a[-1 - s] == b[-1 - s]:
+        s += 1
+    x, y = a[p:len(a) - s], b[p:len(b) - s]
+    n = len(x)
+    for k in range(1, n - 1):  # A = x[:k] ends y
+        if x[:k] != y[n - k:]:
+            continue
+        for m in range(1, n - k):  # B = x[n-m:] opens y, M between them in both
+            middle = x[k:n - m]
+            if middle and x[n - m:] == y[:m] and middle == y[m:n - k] and _gives_direction(middle):
+                return True
+    return False
+
+
+_MAX_REVERSAL_TOKENS = 64
+
+
+def _gives_direction(tokens: tuple[str, ...]) -> bool:
+    return any(t in _DIRECTION_WORDS or _CJK_DIRECTION.fullmatch(t) for t in tokens)
+
+
+@lru_cache(maxsize=4096)
+def _sequence(text: str) -> tuple[str, ...]:
+    """Folded stems and CJK characters in reading order, punctuation out."""
+    return tuple(_fold(_stem(w)) for w in _SEQUENCE.findall(unicodedata.normalize("NFKC", text)))
 
 
 def one_word_swapped(query: str, candidate: str) -> bool:
@@ -405,12 +510,17 @@ def guard_veto(query: str, candidate: str, language: str = "") -> str | None:
     (pa, ha), (pb, hb) = _named(query), _named(candidate)
     if pa and pb and not (pa & pb):
         return "platforms differ"
-    if ha and hb and ha != hb:
+    if ha and hb and not (ha & hb):  # "from Arabic to English" / "to English" is one request
         return "languages named differ"
+    ca, cb = _countries(query), _countries(candidate)
+    if ca and cb and not (ca & cb):
+        return "countries differ"
     if _missing_entities(a, b) and _missing_entities(b, a) and _overlap(a, b) >= _ENTITY_MIN_OVERLAP:
         return "named entities differ"
     if opposite(query, candidate):
         return "opposites"
+    if direction_reversed(query, candidate):
+        return "direction reversed"
     if language and language not in _VERIFIED_LANGUAGES:
         if one_word_swapped(query, candidate):
             return "one word swapped"

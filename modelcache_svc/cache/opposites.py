@@ -37,9 +37,9 @@ _PAIRS: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
       "सबसे नीचा", "सबसे कम", "أدنى", "أقل", "thấp nhất")),
     # ascending / descending
     (("ascending", "ascendente", "croissant", "aufsteigend", "crescente", "по возрастанию", "rosnąco",
-      "rosnaco", "oplopend", "artan", "menaik", "stigande", "升序", "从小到大", "आरोही", "تصاعدي", "tăng dần"),
+      "rosnaco", "oplopend", "artan", "menaik", "stigande", "升序", "正序", "从小到大", "आरोही", "تصاعدي", "tăng dần"),
      ("descending", "descendente", "décroissant", "decroissant", "absteigend", "decrescente", "по убыванию",
-      "malejąco", "malejaco", "aflopend", "azalan", "menurun", "fallande", "降序", "从大到小", "अवरोही",
+      "malejąco", "malejaco", "aflopend", "azalan", "menurun", "fallande", "降序", "倒序", "逆序", "从大到小", "अवरोही",
       "تنازلي", "giảm dần")),
     # create / delete
     (("create", "creates", "created", "creating", "crear", "créer", "creer", "erstellen", "anlegen", "creare",
@@ -74,9 +74,26 @@ _PAIRS: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
     (("install", "installing", "instalar", "installer", "installieren", "installare", "установить", "安装"),
      ("uninstall", "uninstalling", "desinstalar", "désinstaller", "desinstaller", "deinstallieren",
       "disinstallare", "удалить программу", "卸载")),
-    (("enable", "enabling", "activar", "activer", "aktivieren", "attivare", "ativar", "включить", "启用", "开启"),
+    (("enable", "enabling", "activar", "activer", "aktivieren", "attivare", "ativar", "включить", "启用", "开启",
+      "设置"),
      ("disable", "disabling", "desactivar", "désactiver", "desactiver", "deaktivieren", "disattivare",
-      "desativar", "отключить", "禁用", "停用")),
+      "desativar", "отключить", "禁用", "停用", "取消")),
+    # before / after (a workout, an interview, running)
+    (("before", "prior to", "antes de", "avant", "bevor", "prima di", "перед", "之前", "以前", "前吃", "前需要",
+      "前要", "前应该", "前可以", "前做"),
+     ("after", "después de", "despues de", "après", "apres", "nachdem", "dopo", "после", "之后", "以后", "后吃",
+      "后需要", "后要", "后应该", "后可以", "后做")),
+    # longest / shortest; most / fewest
+    (("longest", "más largo", "mas largo", "le plus long", "längste*", "langste*", "più lungo", "piu lungo",
+      "mais longo", "самый длинный", "最长"),
+     ("shortest", "más corto", "mas corto", "le plus court", "kürzeste*", "kurzeste*", "più corto", "piu corto",
+      "mais curto", "самый короткий", "最短")),
+    (("最多", "至多"), ("最少", "至少")),
+    # speed up / slow down (a video, a song)
+    (("speed up", "faster", "acelerar", "accélérer", "accelerer", "beschleunigen", "velocizzare", "ускорить",
+      "倍速", "加速", "快进", "加快"),
+     ("slow down", "slower", "ralentizar", "ralentir", "verlangsamen", "rallentare", "замедлить", "慢速", "减速",
+      "慢放", "放慢")),
     # male / female
     (("male", "men", "hombre", "homme", "mann", "uomo", "homem", "мужчин*", "男性", "男人"),
      ("female", "women", "mujer", "femme", "frau", "donna", "mulher", "женщин*", "女性", "女人")),

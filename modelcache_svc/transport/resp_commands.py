@@ -16,8 +16,8 @@ from typing import Any
 
 from ..cache.service import CacheCore
 from ..cache.tenants import Principal
-from ..records import Message, NewEntry, QueryResult, Scope
 from ..errors import InvalidArgument
+from ..records import Message, NewEntry, QueryResult, Scope
 from .resp_protocol import Reply, Simple
 
 McHandler = Callable[[CacheCore, Principal, Sequence[bytes]], Awaitable[Reply]]

@@ -75,3 +75,30 @@ def test_the_committed_pairs_are_the_generators() -> None:
     rows = [json.loads(line) for line in (ROOT / "tests/data/long_prompts_en.jsonl").read_text().splitlines()]
     assert rows == long_prompts.pairs()
     assert {r["label"] for r in rows} == {0, 1}
+
+
+def _reworded(path: str) -> list[dict[str, object]]:
+    import json
+
+    return [json.loads(line) for line in (ROOT / path).read_text(encoding="utf-8").splitlines()]
+
+
+@pytest.mark.parametrize("scalar_store_uri", ["sqlite"], indirect=True)  # the match, not the store, is tested
+@pytest.mark.parametrize("path", ["tests/data/long_prompts_reworded_en.jsonl", "tests/data/long_prompts_zh.jsonl"])
+def test_a_reworded_instruction_hits_and_another_task_never(make_server, path: str) -> None:  # type: ignore[no-untyped-def]
+    """One document: the instruction reworded is one task (cache/tasks.py), a different task or a changed
+    document is not; each row in a scope of its own, so only the pair's own outcome counts."""
+    server: ThreadServer = make_server()
+    rows = _reworded(path)
+    by_kind = {kind: [r for r in rows if r["kind"] == kind] for kind in ("reworded_instruction", "other_task",
+                                                                          "changed_document")}
+    outcomes: dict[str, list[bool]] = {}
+    with server.client() as c:
+        for kind, picked in by_kind.items():
+            for i, row in enumerate(picked[:6]):
+                model = f"{kind}-{i}"
+                entry = c.insert("default", model, user(str(row["a"])), "answer")
+                got = c.query("default", model, user(str(row["b"])))
+                outcomes.setdefault(kind, []).append(got.hit and got.id == entry)
+    assert not any(outcomes["other_task"]) and not any(outcomes["changed_document"])
+    assert sum(outcomes["reworded_instruction"]) >= 4, outcomes  # 27 and 30 of 32 in cache mode (docs)

@@ -132,3 +132,47 @@ def test_the_guard_passes_paraphrases(a: str, b: str, language: str) -> None:
 def test_a_translation_into_another_language_is_another_task() -> None:
     assert guard_veto("把上面的内容翻译成日语。", "把上面的内容翻译成英文。", "zh") == "languages named differ"
     assert guard_veto("请将上文译成英语。", "帮我把上面这段文字翻成英文。", "zh") is None
+
+
+@pytest.mark.parametrize(("a", "b", "language", "reason"), [
+    # A direction read backwards: two spans traded across "to", "from", 成, 飞 ...
+    ("How do I convert miles to km?", "How do I convert km to miles?", "en", "direction reversed"),
+    ("How to convert an int to a string in Java?", "How to convert a string to an int in Java?", "en",
+     "direction reversed"),
+    ("How long is the flight from New York to London?", "How long is the flight from London to New York?", "en",
+     "direction reversed"),
+    ("英里怎么换算成公里？", "公里怎么换算成英里？", "zh", "direction reversed"),
+    ("纽约飞北京要多长时间？", "北京飞纽约要多长时间？", "zh", "direction reversed"),
+    # A name inside a longer one is another name; a demonym or plural is the same one.
+    ("What is the population of Nigeria?", "What is the population of Niger?", "en", "named entities differ"),
+    ("尼日利亚有多少人口？", "尼日尔有多少人口？", "zh", "countries differ"),
+    ("印度尼西亚的国花是什么花？", "印度的国花是什么花？", "zh", "countries differ"),
+    # Chinese negation read with its negator aside; more opposites.
+    ("哪些蔬菜不能直接冷冻？", "哪些蔬菜可以直接冷冻？", "zh", "negation differs"),
+    ("Should I stretch after running?", "Should I stretch before running?", "en", "opposites"),
+    ("跑步之后需要拉伸吗？", "跑步之前需要拉伸吗？", "zh", "opposites"),
+    ("Which animal has the shortest lifespan?", "Which animal has the longest lifespan?", "en", "opposites"),
+    ("How do I slow down a video on YouTube?", "How do I speed up a video on YouTube?", "en", "opposites"),
+    ("MySQL查询结果怎么按时间正序排列？", "MySQL查询结果怎么按时间倒序排列？", "zh", "opposites"),
+    ("微信群怎么取消消息免打扰？", "微信群怎么设置消息免打扰？", "zh", "opposites"),
+])
+def test_the_guard_closes_near_misses(a: str, b: str, language: str, reason: str) -> None:
+    assert guard_veto(a, b, language) == reason
+    assert guard_veto(b, a, language) == reason
+
+
+@pytest.mark.parametrize(("a", "b", "language"), [
+    # Spans moved side by side, with no direction between them, are a paraphrase's word order.
+    ("What is the best way to get online leads?", "What is the best way to get leads online?", "en"),
+    ("Physically, how does it feel to be old?", "How does it feel to be old physically?", "en"),
+    ("成都英语培训学校哪个好？", "成都哪个英语培训学校好？", "zh"),
+    ("买苹果手机去哪里买最好", "买苹果手机最好去哪里买？", "zh"),
+    ("成龙的最新电影是什么？", "成龙最新的电影是什么？", "zh"),
+    # Demonyms and plurals name the same thing; a country named on one side only is no substitution.
+    ("Is reservation good for Indian society?", "Is reservation good for India?", "en"),
+    ("What is the difference between private colleges and IITs?", "How do IIT and private colleges differ?", "en"),
+    ("中国哪个省的人口最多？", "哪个省份人口最多", "zh"),
+])
+def test_the_near_miss_rules_pass_paraphrases(a: str, b: str, language: str) -> None:
+    assert guard_veto(a, b, language) is None
+    assert guard_veto(b, a, language) is None
