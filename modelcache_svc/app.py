@@ -80,9 +80,7 @@ def build_core(
     else:
         vector = MilvusVectorStore(
             settings.resolved_vector_uri, settings.namespace, timeout=settings.store_timeout_s,
-            approx=ApproxParams(min_entries=settings.approx_index_min_entries, m=settings.approx_index_m,
-                                ef_construction=settings.approx_index_ef_construction,
-                                ef_search=settings.approx_index_ef_search, ef_rows=settings.approx_index_ef_rows),
+            approx=ApproxParams.of_settings(settings),
             index_type=settings.milvus_index_type, index_params=settings.milvus_index_config,
             search_params=settings.milvus_search_config)
     def load(model: str) -> Embedder:

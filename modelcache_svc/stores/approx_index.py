@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import faiss
 import numpy as np
@@ -33,6 +34,13 @@ class ApproxParams:
     ef_rows: int = 100_000
     candidates: int = 4  # graph candidates per result, re-scored exactly
     rebuild_dead_share: float = 0.2  # tombstones past this share of the graph: rebuild it
+
+    @classmethod
+    def of_settings(cls, settings: Any) -> ApproxParams:
+        """The graph's parameters as the service's settings (config.Settings) name them."""
+        return cls(min_entries=settings.approx_index_min_entries, m=settings.approx_index_m,
+                   ef_construction=settings.approx_index_ef_construction,
+                   ef_search=settings.approx_index_ef_search, ef_rows=settings.approx_index_ef_rows)
 
     @property
     def enabled(self) -> bool:

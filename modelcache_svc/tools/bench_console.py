@@ -85,9 +85,7 @@ def load_scope(settings: Any, real: bulk_load.RealSet, n: int, data: Path, names
     scalar.migrate()
     vector = MilvusVectorStore(
         vector_uri, namespace, timeout=60,
-        approx=ApproxParams(min_entries=settings.approx_index_min_entries, m=settings.approx_index_m,
-                            ef_construction=settings.approx_index_ef_construction,
-                            ef_search=settings.approx_index_ef_search, ef_rows=settings.approx_index_ef_rows))
+        approx=ApproxParams.of_settings(settings))
     try:
         loaded = bulk_load.load(scalar, vector, real, n, TENANT, model)
         vector.ensure_collection(real.model_id, real.vectors.shape[1])

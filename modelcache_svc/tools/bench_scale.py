@@ -172,9 +172,7 @@ def run_size(args: argparse.Namespace, settings: Any, mode: str, n: int, uri: st
     scalar.migrate()
     vector = MilvusVectorStore(
         vector_uri, namespace, timeout=60,
-        approx=ApproxParams(min_entries=settings.approx_index_min_entries, m=settings.approx_index_m,
-                            ef_construction=settings.approx_index_ef_construction,
-                            ef_search=settings.approx_index_ef_search, ef_rows=settings.approx_index_ef_rows),
+        approx=ApproxParams.of_settings(settings),
         index_type=settings.milvus_index_type, index_params=settings.milvus_index_config,
         search_params=settings.milvus_search_config)
     try:
