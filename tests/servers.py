@@ -155,3 +155,38 @@ class ProcessServer:
     def kill(self) -> None:
         self.proc.kill()
         self.proc.wait(10)
+
+
+def kill_during_inserts(server: ProcessServer, model: str, batch_size: int, at_least: int) -> dict[str, str]:
+    """Insert batches of numbered questions from another thread, SIGKILL the server once at least
+    ``at_least`` entries are acknowledged, and return {question: entry id} of every acknowledged one."""
+    from modelcache_svc import errors
+    from modelcache_svc.client import Entry
+
+    acknowledged: dict[str, str] = {}
+    stop = threading.Event()
+
+    def writer() -> None:
+        with CacheClient(server.target, timeout=10, retries=0) as c:
+            batch = 0
+            while not stop.is_set():
+                asked = [f"Batch {batch} question {i}: what is {batch} times {i}?" for i in range(batch_size)]
+                entries = [Entry([{"role": "user", "content": q}], f"{batch * i}") for i, q in enumerate(asked)]
+                try:
+                    ids = c.insert_many("default", model, entries)
+                except errors.CacheError:
+                    return  # the server died under us: this batch was never acknowledged
+                acknowledged.update(zip(asked, ids))
+                batch += 1
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while len(acknowledged) < at_least and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        server.kill()  # SIGKILL, mid-stream: the writer's next batch is cut off
+        stop.set()
+        thread.join(20)
+    return acknowledged

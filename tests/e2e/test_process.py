@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import statistics
 import threading
 import time
@@ -13,7 +12,7 @@ import pytest
 
 from modelcache_svc import errors
 from modelcache_svc.client import CacheClient, Entry
-from tests.servers import ProcessServer
+from tests.servers import ProcessServer, kill_during_inserts
 
 MODEL = "m1"
 
@@ -35,30 +34,7 @@ def rss_mb(pid: int) -> float:
 
 def test_kill_9_mid_insert_loses_no_acknowledged_entry(tmp_path: Path) -> None:
     server = ProcessServer(serve_args(tmp_path / "data"))
-    acknowledged: dict[str, str] = {}
-    stop = threading.Event()
-
-    def writer() -> None:
-        with CacheClient(server.target, timeout=10, retries=0) as c:
-            batch = 0
-            while not stop.is_set():
-                questions = [f"Batch {batch} question {i}: what is {batch} times {i}?" for i in range(16)]
-                try:
-                    ids = c.insert_many("default", MODEL, [Entry(user(q), f"{batch * i}") for i, q in enumerate(questions)])
-                except errors.CacheError:
-                    return  # the server died under us: this batch was never acknowledged
-                acknowledged.update(zip(questions, ids))
-                batch += 1
-
-    thread = threading.Thread(target=writer)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while len(acknowledged) < 64 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    server.proc.send_signal(signal.SIGKILL)
-    server.proc.wait(10)
-    stop.set()
-    thread.join(20)
+    acknowledged = kill_during_inserts(server, MODEL, batch_size=16, at_least=64)
     assert len(acknowledged) >= 64
 
     restarted = ProcessServer(serve_args(tmp_path / "data"))

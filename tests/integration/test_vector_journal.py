@@ -20,22 +20,17 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from modelcache_svc import errors
-from modelcache_svc.client import CacheClient, Entry
 from modelcache_svc.config import Settings
 from modelcache_svc.embedding import Embedder
 from modelcache_svc.stores import journal
 from modelcache_svc.stores.lite_copy import LiteCopy
-from tests.servers import ProcessServer, ThreadServer, free_port
+from tests.servers import ProcessServer, ThreadServer, free_port, kill_during_inserts
 
 MODEL = "m1"
 
 
 def user(text: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": text}]
-
-
-def question(batch: int, i: int) -> str:
-    return f"Batch {batch} question {i}: what is {batch} times {i}?"
 
 
 def test_kill_9_during_inserts_then_the_restart_reads_the_journal_and_has_every_acknowledged_entry(
@@ -48,31 +43,7 @@ def test_kill_9_during_inserts_then_the_restart_reads_the_journal_and_has_every_
            "MODELCACHE_EMBEDDING_MODEL_MULTILINGUAL": "off", "MODELCACHE_VERIFIER_CJK": "off",
            "MODELCACHE_VERIFIER_MULTILINGUAL": "off"}
     server = ProcessServer(args, env)
-    acknowledged: dict[str, str] = {}
-    stop = threading.Event()
-
-    def writer() -> None:
-        with CacheClient(server.target, timeout=10, retries=0) as c:
-            batch = 0
-            while not stop.is_set():
-                asked = [question(batch, i) for i in range(8)]
-                try:
-                    ids = c.insert_many("default", MODEL, [Entry(user(q), f"{batch * i}") for i, q in enumerate(asked)])
-                except errors.CacheError:
-                    return  # the server died under us: this batch was never acknowledged
-                acknowledged.update(zip(asked, ids))
-                batch += 1
-
-    thread = threading.Thread(target=writer)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 60
-        while len(acknowledged) < 48 and time.monotonic() < deadline:
-            time.sleep(0.02)
-    finally:
-        server.kill()  # SIGKILL, mid-stream: the writer's next batch is cut off
-        stop.set()
-        thread.join(20)
+    acknowledged = kill_during_inserts(server, MODEL, batch_size=8, at_least=48)
     assert len(acknowledged) >= 48
 
     # The process might have died inside a journal write: half a record at the end, dropped at the start.
