@@ -44,12 +44,16 @@ def scores(verifier_folder: Path, embedding_model: str, pairs: list[Pair], quiet
     return np.array(sims), np.array(logits)
 
 
-def cache_samples(verifier_folder: Path, embedding_model: str, pairs: list[Pair], quiet: bool
-                  ) -> tuple[Any, Any, Any, float]:
+def cache_samples(verifier_folder: Path, embedding_model: str, pairs: list[Pair], quiet: bool,
+                  language: str = "", top_k: int = 5) -> tuple[Any, Any, Any, float]:
     """Cache mode on held-out pairs, eval's protocol: every ``a`` cached, every ``b`` asked of all of them. Per
-    ``b``: the similarity of its nearest ``a``, the verifier's logit on the two, and whether serving it is right
-    (its own ``a`` on a label-1 row); and the count of label-1 rows (what recall is out of). The wrong hits a
-    cache serves come from other rows' entries, which pairs alone never show."""
+    ``b``: the similarity of its nearest ``a`` that the precision guard lets through (cache/matching.guard_veto
+    over the ``top_k`` nearest, in ``language``, as the service reads them before its verifier), the verifier's
+    logit on the two, and whether serving it is right (its own ``a`` on a label-1 row); and the count of label-1
+    rows (what recall is out of). The wrong hits a cache serves come from other rows' entries, which pairs alone
+    never show; a ``b`` with no candidate left gets similarity -1 (never served)."""
+    from modelcache_svc.cache.matching import guard_veto
+
     from tqdm import tqdm
 
     from modelcache_svc.embedding import load_embedder
@@ -62,10 +66,17 @@ def cache_samples(verifier_folder: Path, embedding_model: str, pairs: list[Pair]
     cached = sorted({p.a for p in pairs})
     encode = lambda texts: np.concatenate([embedder.encode(texts[i:i + 64]) for i in range(0, len(texts), 64)])
     a_vectors, b_vectors = encode(cached), encode([p.b for p in pairs])
-    nearest = (b_vectors @ a_vectors.T).argmax(axis=1)
-    cos = (b_vectors * a_vectors[nearest]).sum(axis=1)
-    sims = 1.0 - (1.0 - cos) * scale
-    labels = np.array([float(p.label == 1 and cached[j] == p.a) for p, j in zip(pairs, nearest)])
+    cosines = b_vectors @ a_vectors.T
+    ranked = np.argsort(-cosines, axis=1)[:, :top_k]
+    nearest = np.zeros(len(pairs), dtype=int)
+    sims = np.full(len(pairs), -1.0)
+    for i, pair in enumerate(pairs):
+        passed = [j for j in ranked[i] if guard_veto(pair.b, cached[j], language) is None]
+        if passed:
+            nearest[i] = passed[0]
+            sims[i] = 1.0 - (1.0 - cosines[i, passed[0]]) * scale
+    labels = np.array([float(p.label == 1 and cached[j] == p.a and sims[i] > -1.0)
+                       for i, (p, j) in enumerate(zip(pairs, nearest))])
     logits: list[float] = []
     for start in tqdm(range(0, len(pairs), 32), desc="fit verifier (cache)", disable=quiet or not sys.stderr.isatty()):
         chunk = range(start, min(start + 32, len(pairs)))
@@ -94,9 +105,13 @@ def f_beta(tp: float, fp: float, fn: float, beta: float) -> float:
     return (1 + b2) * tp / denominator if denominator else 0.0
 
 
-def choose(sims: Any, probs: Any, labels: Any, beta: float, positives: float | None = None) -> dict[str, float]:
+def choose(sims: Any, probs: Any, labels: Any, beta: float, positives: float | None = None,
+           min_precision: float | None = None) -> dict[str, float]:
+    """The band and cut-off of the best F-beta; with ``min_precision``, of the most recall at that precision
+    or more (F-beta among them when none reaches it). A narrower band wins ties."""
     positives = float(labels.sum()) if positives is None else positives
     best: tuple[float, float, float, float, float] | None = None
+    best_key: tuple[float, float, float] | None = None
     for low in np.arange(0.40, 0.86, 0.02):
         for high in np.arange(0.80, 1.011, 0.01):
             if high <= low:
@@ -108,8 +123,11 @@ def choose(sims: Any, probs: Any, labels: Any, beta: float, positives: float | N
                 tp = float((accept & (labels == 1)).sum())
                 fp = float(accept.sum()) - tp
                 score = f_beta(tp, fp, positives - tp, beta)
-                key = (round(score, 4), -(high - low))
-                if best is None or key > (round(best[0], 4), -(best[2] - best[1])):
+                key = (0.0, round(score, 4), -(high - low))
+                if min_precision is not None and tp and tp / (tp + fp) >= min_precision:
+                    key = (1.0, round(tp / positives, 4), -(high - low))
+                if best_key is None or key > best_key:
+                    best_key = key
                     best = (score, float(low), float(high), float(cutoff), float(band.mean()))
     assert best is not None
     score, low, high, cutoff, share = best
@@ -134,9 +152,11 @@ def summary(sims: Any, probs: Any, labels: Any, chosen: dict[str, float], thresh
 
 
 def fit(verifier_folder: Path, embedding_model: str, pairs: list[Pair], *, beta: float = 0.5,
-        threshold: float = 0.80, protocol: str = "pairs", quiet: bool = False) -> dict[str, Any]:
+        threshold: float = 0.80, protocol: str = "pairs", language: str = "", min_precision: float | None = None,
+        quiet: bool = False) -> dict[str, Any]:
     """``protocol``: the band and cut-off chosen on the pairs themselves ("pairs"), or on cache mode over
-    them ("cache", cache_samples); the combination of logit and similarity is fitted on the pairs either way."""
+    them ("cache", cache_samples, the guard's rules in ``language``); the combination of logit and similarity
+    is fitted on the pairs either way."""
     sims, logits = scores(verifier_folder, embedding_model, pairs, quiet)
     labels = np.array([int(p.label) for p in pairs])
     w_logit, w_similarity, bias = logistic(np.c_[logits, sims], labels)
@@ -146,10 +166,11 @@ def fit(verifier_folder: Path, embedding_model: str, pairs: list[Pair], *, beta:
 
     probs = combined(logits, sims)
     if protocol == "cache":
-        c_sims, c_logits, c_labels, positives = cache_samples(verifier_folder, embedding_model, pairs, quiet)
-        chosen = choose(c_sims, combined(c_logits, c_sims), c_labels, beta, positives)
+        c_sims, c_logits, c_labels, positives = cache_samples(verifier_folder, embedding_model, pairs, quiet,
+                                                                 language)
+        chosen = choose(c_sims, combined(c_logits, c_sims), c_labels, beta, positives, min_precision)
     elif protocol == "pairs":
-        chosen = choose(sims, probs, labels, beta)
+        chosen = choose(sims, probs, labels, beta, min_precision=min_precision)
     else:
         raise SystemExit(f"protocol {protocol!r}: pairs or cache")
     record = {
@@ -157,9 +178,11 @@ def fit(verifier_folder: Path, embedding_model: str, pairs: list[Pair], *, beta:
         "combine": {"w_logit": round(float(w_logit), 5), "w_similarity": round(float(w_similarity), 5),
                     "bias": round(float(bias), 5)},
         "beta": beta,
+        **({"min_precision": min_precision} if min_precision is not None else {}),
         "embedding_model": embedding_model,
         "fitted_on_pairs": len(pairs),
         "protocol": protocol,
+        **({"guard_language": language or "en"} if protocol == "cache" else {}),
         "held_out": summary(sims, probs, labels, chosen, threshold),
     }
     (verifier_folder / "verifier.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
@@ -175,6 +198,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pairs", type=Path, default=None, help="default: the folder's held_out.jsonl")
     p.add_argument("--beta", type=float, default=0.5)
     p.add_argument("--protocol", choices=["pairs", "cache"], default="pairs")
+    p.add_argument("--min-precision", type=float, default=None,
+                   help="choose the most recall at this precision or more (default: the best F-beta)")
+    p.add_argument("--language", default="", help="--protocol cache: the guard's rules for this language "
+                   "(zh, ja, ...; default English)")
     p.add_argument("--only", type=Path, default=None, help="fit on the pairs that are also in this file")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
@@ -182,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.only is not None:
         keep = {(p.a, p.b) for p in read_pairs(args.only)}
         pairs = [p for p in pairs if (p.a, p.b) in keep]
-    record = fit(args.folder, args.embedding_model, pairs, beta=args.beta, protocol=args.protocol, quiet=args.json)
+    record = fit(args.folder, args.embedding_model, pairs, beta=args.beta, protocol=args.protocol,
+                 language=args.language, min_precision=args.min_precision, quiet=args.json)
     print(json.dumps(record, indent=None if args.json else 2))
     return 0
 

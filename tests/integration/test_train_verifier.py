@@ -73,3 +73,24 @@ def test_the_fit_separates_what_the_scores_separate() -> None:
     accept = (sims >= chosen["band_high"]) | ((sims >= chosen["band_low"]) & (probs >= chosen["cutoff"]))
     precision = (accept & (labels == 1)).sum() / max(1, accept.sum())
     assert precision > 0.85 and chosen["f_beta"] > 0.8
+
+
+def test_cache_samples_skip_what_the_guard_refuses() -> None:
+    """The band is fitted on what the service would pass to its verifier: a nearest entry the precision guard
+    refuses (the years differ) gives way to the next one, and a question with none left is never served."""
+    from modelcache_svc.verifier.model import resolve_verifier
+    from modelcache_train.data import Pair
+    from modelcache_train.fit_verifier import cache_samples
+
+    pairs = [
+        Pair("How many days were there in 2023?", "How many days were there in 2024?", 0.0),
+        Pair("What is the capital city of France?", "What's the capital of France?", 1.0),
+    ]
+    _, folder = resolve_verifier("packaged:verifier-en")
+    sims, logits, labels, positives = cache_samples(folder, "packaged:minilm-cache-en", pairs, True)
+    assert positives == 1.0 and len(logits) == 2
+    # The 2023 entry is refused for 2024; the France entry is the nearest one left, far off and not its own.
+    assert -1.0 < sims[0] < 0.6 and labels[0] == 0.0
+    assert sims[1] > 0.9 and labels[1] == 1.0
+    only_refused = cache_samples(folder, "packaged:minilm-cache-en", pairs[:1], True)
+    assert only_refused[0][0] == -1.0 and only_refused[2][0] == 0.0
