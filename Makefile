@@ -42,7 +42,7 @@ test-tools:
 		 (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium chromium-driver >/dev/null))) || true
 
 test: setup test-tools
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q -n 2 --dist loadfile $(ARGS)
 
 # The cache-tuned models in modelcache_svc/models/, rebuilt from ../shared/train (never ../shared/eval), each
 # an overlay (what training changed, fp16) on a packaged base (embedding/overlay.py); the full folders go to

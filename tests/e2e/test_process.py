@@ -86,7 +86,7 @@ def test_sigterm_drains_in_flight_calls_and_exits_cleanly(tmp_path: Path) -> Non
 
 @pytest.mark.timeout(240)
 def test_load_32_clients_mixed_traffic(tmp_path: Path) -> None:
-    seconds = float(os.environ.get("MODELCACHE_LOAD_SECONDS", "60"))
+    seconds = float(os.environ.get("MODELCACHE_LOAD_SECONDS", "30"))
     server = ProcessServer(serve_args(tmp_path / "data"))
     questions = [f"How do I do task number {i} in project {i % 7}?" for i in range(200)]
     with server.client(timeout=60) as c:

@@ -20,6 +20,7 @@ replica within the documented bound, ``CACHE_TTL_S``.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import signal
@@ -27,6 +28,7 @@ import socket
 import threading
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -161,8 +163,28 @@ def milvus_standalone(data_dir: Path) -> Iterator[str]:
             "the PyPI package `milvus` (a real Milvus standalone server) is not installed: "
             f"`{BIN / 'pip'} install milvus==2.3.5` (Linux x86_64 / macOS wheels)"
         )
-    if not _port_free(2380):
-        pytest.skip("port 2380 is taken: another Milvus standalone runs on this host (its embedded etcd's fixed peer port)")
+    with one_per_host("milvus-standalone"):  # another test worker's standalone is waited for, not skipped
+        deadline = time.monotonic() + 60  # the last holder's etcd lets its port go
+        while not _port_free(2380) and time.monotonic() < deadline:
+            time.sleep(1)
+        if not _port_free(2380):
+            pytest.skip("port 2380 is taken: another Milvus standalone runs on this host (its embedded etcd's "
+                        "fixed peer port)")
+        yield from _run_standalone(exe, data_dir)
+
+
+@contextlib.contextmanager
+def one_per_host(name: str) -> Iterator[None]:
+    """Held while a server that takes a fixed port runs: a second holder (another pytest-xdist worker) waits."""
+    with open(Path(tempfile.gettempdir()) / f"modelcache-tests-{name}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _run_standalone(exe: Path, data_dir: Path) -> Iterator[str]:
     port = free_port()
     log_path = data_dir.parent / "milvus-server.log"
     log = log_path.open("wb")
