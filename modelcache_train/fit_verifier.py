@@ -52,10 +52,9 @@ def cache_samples(verifier_folder: Path, embedding_model: str, pairs: list[Pair]
     logit on the two, and whether serving it is right (its own ``a`` on a label-1 row); and the count of label-1
     rows (what recall is out of). The wrong hits a cache serves come from other rows' entries, which pairs alone
     never show; a ``b`` with no candidate left gets similarity -1 (never served)."""
-    from modelcache_svc.cache.matching import guard_veto
-
     from tqdm import tqdm
 
+    from modelcache_svc.cache.matching import guard_veto
     from modelcache_svc.embedding import load_embedder
     from modelcache_svc.embedding.models import model_cache_root
     from modelcache_svc.verifier.model import Verifier

@@ -25,15 +25,6 @@ from modelcache_svc.stores.base import ScalarStore
 MYSQL_SERVER = os.environ.get("MODELCACHE_TEST_MYSQL", "mysql://root@127.0.0.1:3306").rstrip("/")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The first start (tests/e2e/test_first_run.py, the longest test) goes first, then the unit tests, then the
-    rest in their order, so the two pytest-xdist workers (make test) do not end on it."""
-    def rank(item: pytest.Item) -> int:
-        return 0 if item.path.name == "test_first_run.py" else 1 if item.path.parent.name == "unit" else 2
-
-    items.sort(key=rank)
-
-
 def _mysql_admin() -> Any:
     import pymysql
 
