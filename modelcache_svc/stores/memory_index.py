@@ -24,7 +24,11 @@ the exact scan answers. ``index_snapshot`` saves and restores a collection with 
 Rows written to a block with a graph, and rows a graph read back from disk lacks (``index_snapshot``: a
 graph is a hint), are the block's ``fresh`` rows: a small exact block beside the graph, searched with it
 (so a search never misses them), and moved into the graph by the background thread 16 rows per hold of
-the lock, so neither an Insert nor a search waits for HNSW inserts.
+the lock, so neither an Insert nor a search waits for HNSW inserts. That thread also gives way to a stream
+of writes: while rows were written in the last ``CATCH_UP_QUIET_S`` it waits, unless the fresh rows of
+the block reach ``min_entries`` (the size an exact scan stops being cheap). An HNSW insert into a graph of
+a million rows costs ~2 ms of a core, and an Insert stream is bound by the model on the same cores
+(docs/performance.md, "Back after a crash").
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from .approx_index import Ann, ApproxParams
 log = logging.getLogger("modelcache_svc.memory_index")
 
 
+CATCH_UP_QUIET_S = 0.5  # a graph's catch-up waits for writes to pause this long (the module's note)
 CHUNK = 8192  # rows per chunk of a block: a block grows a chunk at a time, never by copying itself
 
 
@@ -283,6 +288,7 @@ class MemoryIndex:
         self._builder: threading.Thread | None = None
         self._pending = 0  # builds queued or running
         self._idle = threading.Condition(self._lock)
+        self._last_write = 0.0  # time.monotonic() of the last upsert: a catch-up gives way to writes
         # Called off the lock with a graph just built, before it serves (the store saves it: index_snapshot).
         self.on_graph: Callable[[str, tuple[str, str], Ann], None] | None = None
 
@@ -314,6 +320,7 @@ class MemoryIndex:
         """items: (entry id, context hash) per row of vectors."""
         rows = _normalised(vectors)
         with self._lock:
+            self._last_write = time.monotonic()
             c = self._collections[collection]
             for (entry_id, ctx), row in zip(items, rows):
                 c.put(entry_id, scope, tenant, ctx, row)
@@ -522,10 +529,19 @@ class MemoryIndex:
     def _catch_up(self, block: _Block, slice_rows: int = 16) -> None:
         """Called and returning under the lock; releases it between slices (searches go on meanwhile)."""
         left = block.fresh.n if block.fresh is not None else 0
-        while not block.catch_up(slice_rows):
+        cap = max(self.approx.min_entries, slice_rows)
+        while True:
+            fresh = block.fresh
+            writing = time.monotonic() - self._last_write < CATCH_UP_QUIET_S
+            if writing and fresh is not None and fresh.n < cap:
+                pause = 0.05  # writes are coming: they have the cores, the fresh rows are searched exactly
+            elif block.catch_up(slice_rows):
+                break
+            else:
+                pause = 0.001  # let searches and writes waiting on the lock in (a lock is not fair)
             self._lock.release()
             try:
-                time.sleep(0.001)  # let searches and writes waiting on the lock in (a lock is not fair)
+                time.sleep(pause)
             finally:
                 self._lock.acquire()
         if left >= 1000:

@@ -32,7 +32,9 @@ through this class. That copy is exact because Milvus Lite is single-process:
 its data dir is locked, so every write to it goes through this process (one
 copy per file, shared by every store of this process on that file). New Lite
 collections get a FLAT index: Milvus Lite's own index is never searched, and
-building HNSW on every flush (and on close) cost seconds per 10k rows.
+building HNSW on every flush (and on close) cost seconds per 10k rows. Nor is a
+Lite collection kept loaded (its FLAT index in memory: 1.5 GB and 2-8 s of a start
+at a million 384-d rows): it is loaded only while it is read back (``_read_rows``).
 Past ``ApproxParams.min_entries`` rows of one (scope, context), the in-process copy serves a block
 through an HNSW graph built in the background (``approx_index``). Every write is appended to a journal
 before it reaches Milvus Lite, and a start reads the saved copy plus the journal, not Milvus Lite
@@ -60,7 +62,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from ..errors import InvalidArgument, Unavailable
-from . import journal
+from . import index_snapshot, journal
 from .approx_index import ApproxParams
 from .base import VectorHit
 from .lite_copy import FOLD_BYTES, LiteCopy, Rows
@@ -126,6 +128,27 @@ def _id_ranges(rows: int) -> list[str]:
         nxt = p[:-1] + ("g" if p[-1] == "f" else _HEXDIGITS[_HEXDIGITS.index(p[-1]) + 1])
         out.append(f'id >= "{p}" and id < "{nxt}"')
     return out
+
+
+class _Opener:
+    """``open_collection`` run on a thread of its own; ``wait`` joins it and raises what it raised."""
+
+    def __init__(self, open_collection: Callable[[], None], name: str) -> None:
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(open_collection,), name=f"milvus-lite-open-{name}",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self, open_collection: Callable[[], None]) -> None:
+        try:
+            open_collection()
+        except BaseException as exc:  # handed to the waiter
+            self._error = exc
+
+    def wait(self) -> None:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
 
 
 def _quoted_ids(ids: Sequence[str]) -> str:
@@ -220,7 +243,8 @@ class MilvusVectorStore:
 
         def create() -> None:
             if self._client.has_collection(name):
-                self._load_collection(name)
+                if not self._lite:  # Lite: loaded only to be read back (``_read_rows``): writes need no load
+                    self._load_collection(name)
                 return
             try:
                 self._create_collection(name, dim)
@@ -228,15 +252,15 @@ class MilvusVectorStore:
                 # Another replica created it between our check and our create.
                 if not self._client.has_collection(name):
                     raise
-                self._load_collection(name)
+                if not self._lite:
+                    self._load_collection(name)
 
         if self._index is None:
             self._call(create)
         else:
             with self._lock:  # one loader per file; everyone else waits for a complete copy
                 if not self._index.has(name):
-                    self._call(create)
-                    self._call(lambda: self._load_index(name, dim))
+                    self._call(lambda: self._load_index(name, dim, create))
         self._known_collections.add(name)
         return name
 
@@ -244,15 +268,45 @@ class MilvusVectorStore:
     def snapshot_root(self) -> Path:
         return Path(self._path + ".index")
 
-    def _load_index(self, name: str, dim: int) -> None:
-        """Lite: read a collection into the in-process copy (under the lock): its saved copy and journal,
-        else Milvus Lite (``lite_copy``)."""
+    def _load_index(self, name: str, dim: int, create: Callable[[], None]) -> None:
+        """Lite: make sure the collection is in Milvus Lite (``create``) and read it into the in-process
+        copy (under the lock): its saved copy and journal, else Milvus Lite (``lite_copy``).
+
+        Milvus Lite opens a collection by reading every segment into memory (~8 s at a million 384-d rows),
+        the saved copy takes as long again, and neither needs the other: with a saved copy, Milvus Lite is
+        opened on a thread of its own while the copy is read, and every call the load makes to Milvus Lite
+        waits for it. The load returns (and the server serves) only when both are done."""
         assert self._copy is not None
-        # Rows still in Milvus Lite's memtable cost a per-row conversion on every read: flush them first.
-        self._client.flush(name)
-        self._unflushed[name] = 0
-        self._copy.load(name, dim, lambda: int(self._client.get_collection_stats(name).get("row_count", 0)),
-                        lambda: self._milvus_rows(name, dim), lambda op: self._rewrite(name, op))
+        if index_snapshot.saved_rows(self._copy.root, name) is None:
+            create()
+            opened: Callable[[], None] = lambda: None
+        else:
+            opener = _Opener(create, name)
+            opened = opener.wait
+
+        def flushed() -> None:
+            # Rows still in Milvus Lite's memtable cost a per-row conversion on every read: flush them first.
+            opened()
+            self._client.flush(name)
+            self._unflushed[name] = 0
+
+        def milvus_rows() -> int:
+            opened()
+            return int(self._client.get_collection_stats(name).get("row_count", 0))
+
+        def read_milvus() -> Rows:
+            flushed()
+            return self._milvus_rows(name, dim)
+
+        def rewrite(op: journal.Op) -> None:
+            opened()
+            self._rewrite(name, op)
+
+        try:
+            self._copy.load(name, dim, milvus_rows, read_milvus, rewrite)
+        finally:
+            opened()  # also when the copy failed: no Milvus Lite call of this thread outlives the load
+        flushed()
 
     def _milvus_rows(self, name: str, dim: int) -> Rows:
         for batch in self._read_rows(name):
@@ -292,7 +346,22 @@ class MilvusVectorStore:
                 log.warning("milvus lite: background flush of %s failed", collection, exc_info=True)
 
     def _read_rows(self, name: str) -> Iterator[list[dict[str, Any]]]:
-        """Every row of a Lite collection, in pages; through the engine in this process when it is here."""
+        """Every row of a Lite collection, in pages; through the engine in this process when it is here.
+
+        Milvus Lite answers a query only from a loaded collection, and loading one reads its whole FLAT
+        index into memory (1.5 GB and 2-8 s at a million 384-d rows). Nothing else here reads Milvus Lite
+        (the copy serves; upsert, delete, flush and the row count work on a released collection, Milvus
+        Lite 3.2.2), so the collection is loaded for this read only and released after it."""
+        self._load_collection(name)
+        try:
+            yield from self._read_loaded(name)
+        finally:
+            try:
+                self._client.release_collection(name)
+            except Exception:  # its memory stays until the process ends; nothing is wrong with the rows
+                log.warning("milvus lite: releasing %s after its read-back failed", name, exc_info=True)
+
+    def _read_loaded(self, name: str) -> Iterator[list[dict[str, Any]]]:
         collection = self._engine_collection(name)
         if collection is not None:
             rows = int(self._client.get_collection_stats(name).get("row_count", 0))
@@ -369,6 +438,8 @@ class MilvusVectorStore:
         if not self._lite:
             kwargs["consistency_level"] = "Bounded"
         self._client.create_collection(name, schema=schema, index_params=index, **kwargs)
+        if self._lite:  # create_collection loads it; Lite's own index would only grow beside the copy
+            self._client.release_collection(name)
 
     def _partition(self, collection: str, scope: str, create: bool) -> str | None:
         if not self._lite:

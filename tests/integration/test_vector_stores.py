@@ -7,8 +7,10 @@ model of its own, and so into collections of its own."""
 from __future__ import annotations
 
 import hashlib
+import shutil
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -142,3 +144,36 @@ def test_a_memory_store_is_its_own() -> None:
     first, second = MemoryVectorStore(), MemoryVectorStore()
     put(first, "m", "acme", "gpt", [(new_id(), CTX_A, unit(1, 0))])
     assert second.search("m", "acme", "gpt", CTX_A, unit(1, 0), 5) == []
+
+
+def _load_state(store: MilvusVectorStore, name: str) -> str:
+    return str(store._client.get_load_state(name)["state"])
+
+
+def test_milvus_lite_keeps_its_collections_released_and_loads_one_only_to_read_it_back(tmp_path: Path) -> None:
+    # Milvus Lite loads a collection by reading its whole FLAT index into memory (1.5 GB at a million rows);
+    # the copy serves every read, so a collection is loaded only while it is read back.
+    path, model = str(tmp_path / "vectors.db"), "org/released"
+    store = MilvusVectorStore(path, "rel")
+    a, b, c = new_id(), new_id(), new_id()
+    put(store, model, "t1", "m", [(a, CTX_A, unit(1, 0)), (b, CTX_A, unit(0, 1))])
+    name = store.collection_name(model, DIM)
+    assert "NotLoad" in _load_state(store, name)  # written to, never loaded
+    store.close()
+
+    again = MilvusVectorStore(path, "rel")  # the saved copy: Milvus Lite opened beside it, not loaded
+    try:
+        put(again, model, "t1", "m", [(c, CTX_A, unit(1, 1))])
+        again.delete("t1", "m", [b])
+        assert "NotLoad" in _load_state(again, name)
+        assert [h.id for h in again.search(model, "t1", "m", CTX_A, unit(1, 0), 5)] == [a, c]
+    finally:
+        again.close()
+
+    shutil.rmtree(path + ".index")  # no saved copy: Milvus Lite is read back, and released after
+    third = MilvusVectorStore(path, "rel")
+    try:
+        assert sorted(h.id for h in third.search(model, "t1", "m", CTX_A, unit(1, 0), 5)) == sorted([a, c])
+        assert "NotLoad" in _load_state(third, name)
+    finally:
+        third.close()

@@ -4,6 +4,7 @@ through random upserts, moves between contexts, deletes and clears, across chunk
 from __future__ import annotations
 
 import random
+import time
 
 import numpy as np
 import pytest
@@ -77,3 +78,36 @@ def test_upsert_moves_an_id_to_its_new_context_and_normalises() -> None:
     assert index.search("c", "s", "x", np.array([0.0, 1.0], dtype=np.float32), 5) == []
     [(entry, similarity)] = index.search("c", "s", "y", np.array([0.0, 1.0], dtype=np.float32), 5)
     assert entry == "a" * 32 and similarity == pytest.approx(1.0)
+
+
+def test_a_graph_catches_up_only_once_writes_pause_unless_its_fresh_rows_reach_the_block_size() -> None:
+    from modelcache_svc.stores.approx_index import ApproxParams
+
+    rng = np.random.default_rng(5)
+    index = MemoryIndex(ApproxParams(min_entries=200))
+    index.add_collection("c", 8)
+    index.upsert("c", "s", "t", [(f"{i:032x}", "x") for i in range(300)], np.stack([unit(rng) for _ in range(300)]))
+    assert index.wait_idle(60) and index.graphs("c")
+    block = next(iter(index._collections["c"].blocks.values()))
+    assert block.ann is not None and block.fresh is None
+
+    written: list[tuple[str, np.ndarray]] = []
+    for i in range(40):  # a stream of writes, one every 20 ms: the catch-up waits, the rows are served
+        entry, v = f"{1000 + i:032x}", unit(rng)
+        index.upsert("c", "s", "t", [(entry, "x")], v[None])
+        written.append((entry, v))
+        assert index.search("c", "s", "x", v, 1)[0][0] == entry
+        time.sleep(0.02)
+    assert block.fresh is not None and block.fresh.n == 40  # none moved into the graph while writes came
+    assert index.wait_idle(30)  # writes paused: caught up
+    assert block.fresh is None and len(block.ann.label_of) == 340
+    assert all(index.search("c", "s", "x", v, 1)[0][0] == entry for entry, v in written)
+
+    # Past the block size, a stream of writes no longer holds the catch-up back.
+    index.upsert("c", "s", "t", [(f"{5000 + i:032x}", "x") for i in range(250)], np.stack([unit(rng) for _ in range(250)]))
+    deadline = time.monotonic() + 30
+    while block.fresh is not None and block.fresh.n >= 200 and time.monotonic() < deadline:
+        index.upsert("c", "s", "t", [(f"{9000:032x}", "x")], unit(rng)[None])  # still writing
+        time.sleep(0.01)
+    assert block.fresh is None or block.fresh.n < 200
+    assert index.wait_idle(30) and block.fresh is None
