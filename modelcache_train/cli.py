@@ -175,5 +175,5 @@ def _run_cross_encoder(args: argparse.Namespace, files: list[Path]) -> int:
         record["overlay"] = pack(args.out, args.base, Path(base_folder), args.pack)
     print(json.dumps(record, ensure_ascii=False, sort_keys=True) if args.json else
           f"wrote {args.out}: {record['steps']} steps, loss {record['loss_first']:.3f} -> {record['loss_last']:.3f}, "
-          f"{record['seconds']} s; band/cut-off {record.get('fit', {})}")
+          f"{record['seconds_this_session']} s; band/cut-off {record.get('fit', {})}")
     return 0
