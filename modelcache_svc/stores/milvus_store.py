@@ -56,6 +56,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -128,27 +129,6 @@ def _id_ranges(rows: int) -> list[str]:
         nxt = p[:-1] + ("g" if p[-1] == "f" else _HEXDIGITS[_HEXDIGITS.index(p[-1]) + 1])
         out.append(f'id >= "{p}" and id < "{nxt}"')
     return out
-
-
-class _Opener:
-    """``open_collection`` run on a thread of its own; ``wait`` joins it and raises what it raised."""
-
-    def __init__(self, open_collection: Callable[[], None], name: str) -> None:
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(open_collection,), name=f"milvus-lite-open-{name}",
-                                        daemon=True)
-        self._thread.start()
-
-    def _run(self, open_collection: Callable[[], None]) -> None:
-        try:
-            open_collection()
-        except BaseException as exc:  # handed to the waiter
-            self._error = exc
-
-    def wait(self) -> None:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
 
 
 def _quoted_ids(ids: Sequence[str]) -> str:
@@ -277,36 +257,34 @@ class MilvusVectorStore:
         opened on a thread of its own while the copy is read, and every call the load makes to Milvus Lite
         waits for it. The load returns (and the server serves) only when both are done."""
         assert self._copy is not None
-        if index_snapshot.saved_rows(self._copy.root, name) is None:
-            create()
-            opened: Callable[[], None] = lambda: None
-        else:
-            opener = _Opener(create, name)
-            opened = opener.wait
+        # Leaving the pool waits for the opening, also when the copy's read fails.
+        with ThreadPoolExecutor(1, thread_name_prefix="milvus-lite-open") as pool:
+            if index_snapshot.saved_rows(self._copy.root, name) is None:
+                create()
+                opened: Callable[[], Any] = lambda: None
+            else:
+                opened = pool.submit(create).result  # raises what opening raised
 
-        def flushed() -> None:
-            # Rows still in Milvus Lite's memtable cost a per-row conversion on every read: flush them first.
-            opened()
-            self._client.flush(name)
-            self._unflushed[name] = 0
+            def flushed() -> None:
+                # Rows still in Milvus Lite's memtable cost a per-row conversion on every read: flush them first.
+                opened()
+                self._client.flush(name)
+                self._unflushed[name] = 0
 
-        def milvus_rows() -> int:
-            opened()
-            return int(self._client.get_collection_stats(name).get("row_count", 0))
+            def milvus_rows() -> int:
+                opened()
+                return int(self._client.get_collection_stats(name).get("row_count", 0))
 
-        def read_milvus() -> Rows:
-            flushed()
-            return self._milvus_rows(name, dim)
+            def read_milvus() -> Rows:
+                flushed()
+                return self._milvus_rows(name, dim)
 
-        def rewrite(op: journal.Op) -> None:
-            opened()
-            self._rewrite(name, op)
+            def rewrite(op: journal.Op) -> None:
+                opened()
+                self._rewrite(name, op)
 
-        try:
             self._copy.load(name, dim, milvus_rows, read_milvus, rewrite)
-        finally:
-            opened()  # also when the copy failed: no Milvus Lite call of this thread outlives the load
-        flushed()
+            flushed()
 
     def _milvus_rows(self, name: str, dim: int) -> Rows:
         for batch in self._read_rows(name):
