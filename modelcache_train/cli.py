@@ -75,6 +75,13 @@ def add_parser(sub: Any) -> None:
                    "the packaged model the overlay applies to")
     p.add_argument("--batch-seed", type=int, default=None,
                    help="--cross-encoder: order of batches (default --seed; the held-out split follows --seed)")
+    p.add_argument("--mine-negatives", type=int, default=0, metavar="N",
+                   help="--cross-encoder: add, per training question, its N nearest other cached questions as "
+                   "label-0 pairs, as a cache would serve them (the served model, the guard; mining.py)")
+    p.add_argument("--mine-floor", type=float, default=0.78,
+                   help="--mine-negatives: the lowest similarity (common scale) a mined pair has (default 0.78)")
+    p.add_argument("--mine-language", default="",
+                   help="--mine-negatives: the guard's rules for this language (zh, ...; default English)")
     p.add_argument("--json", action="store_true", help="print the provenance record as JSON, no progress bar")
 
 
@@ -161,6 +168,9 @@ def _run_cross_encoder(args: argparse.Namespace, files: list[Path]) -> int:
         holdout=args.holdout, checkpoint_every=args.checkpoint_every, checkpoint_minutes=args.checkpoint_minutes,
         resume=args.resume, run_dir=args.run_dir, init=args.init, batch_seed=args.batch_seed,
         milestone_every=args.milestone_every, milestone_pairs=args.milestone_pairs, pack_best=args.pack_best,
+        mine_negatives=args.mine_negatives,
+        mine_model=args.verifier_embedding_model or "packaged:minilm-cache-en",
+        mine_floor=args.mine_floor, mine_language=args.mine_language,
         quiet=args.json, command=sys.argv,
     )
     held = read_pairs(args.out / "held_out.jsonl")

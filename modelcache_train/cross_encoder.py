@@ -23,7 +23,10 @@ from modelcache_svc.embedding.overlay import is_overlay, materialise, pack
 from modelcache_svc.verifier.cross_encoder import build_model, save_model
 
 from .bi_encoder import best_threshold, optimiser_for
-from .data import PROVENANCE, BatchOrder, Pair, split_pairs
+from .data import PROVENANCE, BatchOrder, Pair, sha256, split_pairs
+from .mining import MINED_FILE, mine
+from .mining import read as read_mined
+from .mining import write as write_mined
 from .runs import BEST, Milestone, Run, default_run_dir, freeze_word_embeddings, seed_everything, train_loop
 
 
@@ -96,12 +99,19 @@ def train(
     milestone_every: int = 0,
     milestone_pairs: int = 1000,
     pack_best: Path | None = None,
+    mine_negatives: int = 0,
+    mine_model: str = "packaged:minilm-cache-en",
+    mine_floor: float = 0.78,
+    mine_language: str = "",
     quiet: bool = False,
     command: list[str] | None = None,
 ) -> dict[str, Any]:
     """``init``: a trained verifier folder to go on from (another epoch), the base staying ``base``;
     ``batch_seed``: the order of batches and sides (default ``seed``; the held-out split always follows
-    ``seed``, so an epoch more keeps the same held-out pairs)."""
+    ``seed``, so an epoch more keeps the same held-out pairs); ``mine_negatives``: per training question, that
+    many of its nearest other cached questions as label-0 pairs (mining.py; ``mine_model`` the served
+    embedding model, ``mine_floor`` the lowest similarity on its common scale, ``mine_language`` the guard's
+    rules), added to the training pairs."""
     batch_seed = seed if batch_seed is None else batch_seed
     import torch
     from transformers import AutoTokenizer
@@ -113,6 +123,20 @@ def train(
     _, resolved = resolve_model(base)
     source = Path(resolved)
     files, held, pairs = split_pairs(pairs_files, seed, holdout)
+    folder = run_dir or default_run_dir(out)
+    mined_record = None
+    if mine_negatives:
+        mined_path = folder / MINED_FILE
+        if resume and mined_path.is_file():
+            mined = read_mined(mined_path)
+        else:
+            folder.mkdir(parents=True, exist_ok=True)
+            mined = mine(pairs, mine_model, per_question=mine_negatives, floor=mine_floor, language=mine_language,
+                         quiet=quiet)
+            write_mined(mined_path, mined)
+        mined_record = {"per_question": mine_negatives, "model": mine_model, "floor": mine_floor,
+                        "language": mine_language or "en", "pairs": len(mined), "sha256": sha256(mined_path)}
+        pairs = pairs + mined
 
     init_record = None if init is None else _init_record(init)
     init_named = None if init is None else str(init)
@@ -129,8 +153,9 @@ def train(
         "kind": "cross-encoder", "base": base, "init": init_named,
         "data": [f["sha256"] for f in files], "batch_size": batch_size, "lr": lr, "steps_planned": total,
         "seed": seed, "batch_seed": batch_seed, "max_seq_length": max_seq_length, "holdout": len(held),
+        **({"mined_negatives": mined_record} if mined_record else {}),
     }
-    run = Run(run_dir or default_run_dir(out), config)
+    run = Run(folder, config)
     loss_fn = torch.nn.BCEWithLogitsLoss()
     probe = held[:milestone_pairs]
 
@@ -186,6 +211,7 @@ def train(
         "initialised_from": init_record,
         "data": files,
         "pairs": len(pairs),
+        "mined_negatives": mined_record,
         "loss": "binary cross-entropy on one logit over mean-pooled [CLS] a [SEP] b [SEP]",
         "batch_size": batch_size,
         "learning_rate": lr,

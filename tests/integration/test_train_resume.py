@@ -73,7 +73,9 @@ def _kill_after_a_checkpoint(args: list[str], run: Path, at_least: int) -> None:
             child.wait(30)
 
 
-@pytest.mark.parametrize("kind", [["--cross-encoder"], []], ids=["cross-encoder", "bi-encoder"])
+@pytest.mark.parametrize("kind", [["--cross-encoder"], [],
+                                  ["--cross-encoder", "--mine-negatives", "1", "--mine-floor", "0.5"]],
+                         ids=["cross-encoder", "bi-encoder", "cross-encoder-mined"])
 def test_sigkill_then_resume_gives_the_weights_of_a_run_that_ran_through(
         kind: list[str], pairs_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     through = tmp_path / "through"
@@ -87,6 +89,9 @@ def test_sigkill_then_resume_gives_the_weights_of_a_run_that_ran_through(
     record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert 3 <= record["resumed_from_step"] < STEPS and record["stopped_by"] == "steps"
     assert not (run / "checkpoint.pt").exists()
+    if "--mine-negatives" in kind:  # the resumed run read the mined pairs back, the same ones
+        assert record["mined_negatives"]["pairs"] > 0
+        assert (run / "mined_negatives.jsonl").read_bytes() == (tmp_path / "run-through" / "mined_negatives.jsonl").read_bytes()
 
     a, b = load_file(str(through / "model.safetensors")), load_file(str(stopped / "model.safetensors"))
     assert a.keys() == b.keys()
