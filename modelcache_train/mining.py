@@ -48,6 +48,9 @@ def mine(pairs: Sequence[Pair], embedding_model: str, *, per_question: int = 1, 
     asking = sorted({p.b for p in pairs})
     cluster = _clusters(pairs)
     show = not quiet and sys.stderr.isatty()
+    # Without a terminal (a --background run's train.log) a line per phase says where mining is.
+    note = (lambda _: None) if quiet or show else (lambda m: print(f"mine: {m}", file=sys.stderr, flush=True))
+    note(f"embedding {len(cached)} cached and {len(asking)} asking questions with {embedding_model}")
 
     def encode(texts: list[str], what: str) -> Any:
         out = []
@@ -56,6 +59,7 @@ def mine(pairs: Sequence[Pair], embedding_model: str, *, per_question: int = 1, 
         return np.concatenate(out) if out else np.zeros((0, 1), dtype=np.float32)
 
     a_vectors, b_vectors = encode(cached, "cached"), encode(asking, "asking")
+    note("embedded; finding each asking question's nearest cached ones")
     fold = lambda text: "".join(ch for ch in normalise_text(text).casefold() if ch.isalnum())
     keys = [fold(t) for t in cached]
     look = min(len(cached), per_question + 8)
@@ -81,6 +85,7 @@ def mine(pairs: Sequence[Pair], embedding_model: str, *, per_question: int = 1, 
                 taken += 1
                 if taken == per_question:
                     break
+    note(f"{len(mined)} label-0 pairs mined (similarity >= {floor}, at most {per_question} a question)")
     return mined
 
 

@@ -164,6 +164,8 @@ class Features:
 
 def _fold(word: str) -> str:
     """Lower case without accents: "Süper" and "Super" are one name."""
+    if word.isascii():  # nothing to take off (most words; the decomposition costs ~1 us a letter)
+        return word.lower()
     return "".join(ch for ch in unicodedata.normalize("NFKD", word.lower()) if not unicodedata.combining(ch))
 
 
@@ -402,10 +404,16 @@ def named_languages(text: str) -> frozenset[str]:
     return _named(text)[1]
 
 
+# Any platform or language named at all: one search, the 23 of them only when it finds one (most texts).
+_ANY_NAMED = re.compile("|".join(f"(?:{pattern.pattern})" for _, pattern in (*_PLATFORMS, *_HUMAN_LANGUAGES)))
+
+
 @lru_cache(maxsize=4096)
 def _named(text: str) -> tuple[frozenset[str], frozenset[str]]:
     """(the platforms, the human languages) a text names."""
     low = unicodedata.normalize("NFKC", text).lower()
+    if not _ANY_NAMED.search(low):
+        return frozenset(), frozenset()
     return (frozenset(name for name, pattern in _PLATFORMS if pattern.search(low)),
             frozenset(name for name, pattern in _HUMAN_LANGUAGES if pattern.search(low)))
 

@@ -115,8 +115,11 @@ def _pattern(form: str) -> re.Pattern[str]:
     return re.compile(word)
 
 
+# Per pole: its forms' letters (a form can match only where they stand: a substring test in C, ~0.1 us) and
+# the pattern that holds it to whole words. Most texts name no pole, and the pattern runs only where a form's
+# letters are in the text: the guard read every candidate through 58 patterns before (~1.2 ms a text).
 _POLES = tuple(
-    (k, side, re.compile("|".join(_pattern(f).pattern for f in forms)))
+    (k, side, tuple(sorted({f.rstrip("*") for f in forms})), re.compile("|".join(_pattern(f).pattern for f in forms)))
     for k, pair in enumerate(_PAIRS) for side, forms in enumerate(pair)
 )
 
@@ -125,7 +128,8 @@ _POLES = tuple(
 def poles(text: str) -> frozenset[tuple[int, int]]:
     """The (pair, side) poles a text names."""
     low = unicodedata.normalize("NFKC", text).lower()
-    return frozenset((k, side) for k, side, pattern in _POLES if pattern.search(low))
+    return frozenset((k, side) for k, side, letters, pattern in _POLES
+                     if any(form in low for form in letters) and pattern.search(low))
 
 
 def opposite(query: str, candidate: str) -> bool:
