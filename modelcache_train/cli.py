@@ -82,10 +82,6 @@ def add_parser(sub: Any) -> None:
                    help="--mine-negatives: the lowest similarity (common scale) a mined pair has (default 0.78)")
     p.add_argument("--mine-language", default="",
                    help="--mine-negatives: the guard's rules for this language (zh, ...; default English)")
-    p.add_argument("--mine-teacher", default=None, metavar="VERIFIER",
-                   help="--mine-negatives: leave out mined pairs this verifier (packaged:NAME or a folder) takes for "
-                   "duplicates, probability >= --mine-teacher-max (the nearest other entry is often one)")
-    p.add_argument("--mine-teacher-max", type=float, default=0.5)
     p.add_argument("--json", action="store_true", help="print the provenance record as JSON, no progress bar")
 
 
@@ -175,7 +171,6 @@ def _run_cross_encoder(args: argparse.Namespace, files: list[Path]) -> int:
         mine_negatives=args.mine_negatives,
         mine_model=args.verifier_embedding_model or "packaged:minilm-cache-en",
         mine_floor=args.mine_floor, mine_language=args.mine_language,
-        mine_teacher=args.mine_teacher, mine_teacher_max=args.mine_teacher_max,
         quiet=args.json, command=sys.argv,
     )
     held = read_pairs(args.out / "held_out.jsonl")

@@ -103,8 +103,6 @@ def train(
     mine_model: str = "packaged:minilm-cache-en",
     mine_floor: float = 0.78,
     mine_language: str = "",
-    mine_teacher: str | None = None,
-    mine_teacher_max: float = 0.5,
     quiet: bool = False,
     command: list[str] | None = None,
 ) -> dict[str, Any]:
@@ -134,11 +132,10 @@ def train(
         else:
             folder.mkdir(parents=True, exist_ok=True)
             mined = mine(pairs, mine_model, per_question=mine_negatives, floor=mine_floor, language=mine_language,
-                         quiet=quiet, teacher=mine_teacher, teacher_max=mine_teacher_max)
+                         quiet=quiet)
             write_mined(mined_path, mined)
         mined_record = {"per_question": mine_negatives, "model": mine_model, "floor": mine_floor,
-                        "language": mine_language or "en", "pairs": len(mined), "sha256": sha256(mined_path),
-                        **({"teacher": mine_teacher, "teacher_max": mine_teacher_max} if mine_teacher else {})}
+                        "language": mine_language or "en", "pairs": len(mined), "sha256": sha256(mined_path)}
         pairs = pairs + mined
 
     init_record = None if init is None else _init_record(init)

@@ -28,12 +28,9 @@ MINED_FILE = "mined_negatives.jsonl"
 
 
 def mine(pairs: Sequence[Pair], embedding_model: str, *, per_question: int = 1, floor: float = 0.78,
-         language: str = "", quiet: bool = False, embedder: Any = None, teacher: str | None = None,
-         teacher_max: float = 0.5) -> list[Pair]:
+         language: str = "", quiet: bool = False, embedder: Any = None) -> list[Pair]:
     """Label-0 pairs (a: the cached question, b: the asking one), at most ``per_question`` a ``b``, the most
-    similar first, in a fixed order (the ``b`` texts sorted). ``teacher``: a verifier spec; a mined pair it
-    gives a probability of ``teacher_max`` or more (its served probability: logit and similarity) is taken for an
-    unlabelled duplicate and left out (the nearest other entry of a question is often one)."""
+    similar first, in a fixed order (the ``b`` texts sorted)."""
     import numpy as np
     from tqdm import tqdm
 
@@ -67,7 +64,6 @@ def mine(pairs: Sequence[Pair], embedding_model: str, *, per_question: int = 1, 
     keys = [fold(t) for t in cached]
     look = min(len(cached), per_question + 8)
     mined: list[Pair] = []
-    similarities: list[float] = []
     for start in tqdm(range(0, len(asking), 512), desc="mine: nearest", disable=not show):
         cosines = b_vectors[start:start + 512] @ a_vectors.T
         top = np.argpartition(-cosines, look - 1, axis=1)[:, :look] if look < len(cached) else \
@@ -86,31 +82,11 @@ def mine(pairs: Sequence[Pair], embedding_model: str, *, per_question: int = 1, 
                 if guard_veto(question, other, language) is not None:
                     continue  # the service never asks the verifier about it
                 mined.append(Pair(other, question, 0.0))
-                similarities.append(similarity)
                 taken += 1
                 if taken == per_question:
                     break
     note(f"{len(mined)} label-0 pairs mined (similarity >= {floor}, at most {per_question} a question)")
-    if teacher and mined:
-        mined = _denoised(mined, similarities, teacher, teacher_max, show)
-        note(f"{len(mined)} left after the teacher {teacher} (probability < {teacher_max})")
     return mined
-
-
-def _denoised(mined: list[Pair], similarities: list[float], teacher: str, most: float, show: bool) -> list[Pair]:
-    from tqdm import tqdm
-
-    from modelcache_svc.verifier.model import load_verifier
-
-    judge = load_verifier(teacher, threads=0)
-    kept: list[Pair] = []
-    for start in tqdm(range(0, len(mined), 32), desc="mine: teacher", disable=not show):
-        chunk = mined[start:start + 32]
-        logits = judge.logits([p.b for p in chunk], [p.a for p in chunk])
-        for p, logit, similarity in zip(chunk, logits, similarities[start:start + 32], strict=True):
-            if judge.options.probability(logit, similarity) < most:
-                kept.append(p)
-    return kept
 
 
 def _clusters(pairs: Sequence[Pair]) -> Any:

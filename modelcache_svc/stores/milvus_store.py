@@ -85,10 +85,6 @@ def tenant_hash(tenant: str) -> str:
 
 
 _FIELDS = ["id", "scope", "tenant", "ctx", "vector"]
-# The fields every search filters on, indexed on a Milvus server: INVERTED where the server has it (2.4+,
-# Milvus Lite's server), else Trie (2.3's VARCHAR index).
-SCALAR_INDEXED = ("scope", "ctx")
-SCALAR_INDEX_TYPES = ("INVERTED", "Trie")
 _HEXDIGITS = "0123456789abcdef"
 _PAGE_ROWS = 20_000
 # Lite: one copy (index, journals, lock) per Milvus Lite file, shared by every store of this process on it.
@@ -228,7 +224,6 @@ class MilvusVectorStore:
         def create() -> None:
             if self._client.has_collection(name):
                 if not self._lite:  # Lite: loaded only to be read back (``_read_rows``): writes need no load
-                    self._add_scalar_indexes(name)
                     self._load_collection(name)
                 return
             try:
@@ -403,39 +398,6 @@ class MilvusVectorStore:
                 except Exception:
                     pass  # the creator's index landed meanwhile, or the next load says why
 
-    def _add_scalar_indexes(self, name: str) -> None:
-        """A server collection made before the scalar indexes existed gets them: release, index, and the load
-        that follows. Every search filters on scope and ctx, and without an index the server compares both
-        strings on every row of the scope (tests/perf/milvus_filter_probe.py: 8.6-9.3 ms a search at a million
-        rows against 5.6-5.9 with the indexes, 2.9-3.1 with no filter). Another replica doing the same at once
-        is harmless: Milvus takes an identical index twice."""
-        try:
-            have = set(self._client.list_indexes(name))
-            fields = {self._client.describe_index(name, i).get("field_name", i) for i in have}
-        except Exception:
-            return  # an older server that cannot say: searched as before
-        missing = [f for f in SCALAR_INDEXED if f not in fields]
-        if not missing:
-            return
-        try:
-            self._client.release_collection(name)
-        except Exception as exc:
-            log.warning("milvus: could not release %s to index it (%s); searches filter without indexes", name, exc)
-            return
-        for field in missing:
-            refused = []
-            for kind in SCALAR_INDEX_TYPES:
-                index = self._client.prepare_index_params()
-                index.add_index(field, index_type=kind)
-                try:
-                    self._client.create_index(name, index)
-                    log.info("milvus: a %s index on %s added to collection %s", kind, field, name)
-                    break
-                except Exception as exc:
-                    refused.append(f"{kind}: {exc}")
-            else:  # searched as before, and said why
-                log.warning("milvus: no scalar index on %s of %s (%s)", field, name, "; ".join(refused)[:300])
-
     def _create_collection(self, name: str, dim: int) -> None:
         from pymilvus import DataType
 
@@ -454,9 +416,6 @@ class MilvusVectorStore:
         if not self._lite:
             kwargs["consistency_level"] = "Bounded"
         self._client.create_collection(name, schema=schema, index_params=index, **kwargs)
-        if not self._lite:  # empty yet: released, indexed and loaded again in a moment
-            self._add_scalar_indexes(name)
-            self._load_collection(name)
         if self._lite:  # create_collection loads it; Lite's own index would only grow beside the copy
             self._client.release_collection(name)
 

@@ -49,18 +49,3 @@ def test_the_floor_and_the_count_bound_what_is_mined(tmp_path) -> None:
     assert read(path) == two
     # the same pairs and model mine the same negatives, in the same order
     assert mine(PAIRS, "packaged:minilm-cache-en", per_question=2, floor=-1.0, quiet=True) == two
-
-
-def test_a_teacher_leaves_out_the_mined_pairs_it_takes_for_duplicates() -> None:
-    """The nearest other entry is often an unpaired paraphrase: the teacher verifier keeps only what it refuses."""
-    pairs = [*PAIRS, Pair("How do I bake bread at home?", "What are the steps to bake bread?", 0.0),
-             Pair("How can I make bread at home?", "Best recipe for sourdough?", 0.0)]
-    every = mine(pairs, "packaged:minilm-cache-en", per_question=1, floor=0.5, quiet=True)
-    strict = mine(pairs, "packaged:minilm-cache-en", per_question=1, floor=0.5, quiet=True,
-                  teacher="packaged:verifier-en", teacher_max=0.5)
-    assert set(strict) <= set(every) and len(strict) < len(every)
-    left_out = [p for p in every if p not in strict]
-    # the two bread-at-home questions are one question, unpaired in the file: the teacher leaves that pair out
-    assert any("bread at home" in p.a and "bread" in p.b for p in left_out)
-    assert mine(pairs, "packaged:minilm-cache-en", per_question=1, floor=0.5, quiet=True,
-                teacher="packaged:verifier-en", teacher_max=1.01) == every
