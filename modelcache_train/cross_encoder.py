@@ -23,10 +23,8 @@ from modelcache_svc.embedding.overlay import is_overlay, materialise, pack
 from modelcache_svc.verifier.cross_encoder import build_model, save_model
 
 from .bi_encoder import best_threshold, optimiser_for
-from .data import PROVENANCE, BatchOrder, Pair, sha256, split_pairs
+from .data import PROVENANCE, BatchOrder, Pair, read_pairs, sha256, split_pairs, write_pairs
 from .mining import MINED_FILE, mine
-from .mining import read as read_mined
-from .mining import write as write_mined
 from .runs import BEST, Milestone, Run, default_run_dir, freeze_word_embeddings, seed_everything, train_loop
 
 
@@ -128,12 +126,12 @@ def train(
     if mine_negatives:
         mined_path = folder / MINED_FILE
         if resume and mined_path.is_file():
-            mined = read_mined(mined_path)
+            mined = read_pairs(mined_path)
         else:
             folder.mkdir(parents=True, exist_ok=True)
             mined = mine(pairs, mine_model, per_question=mine_negatives, floor=mine_floor, language=mine_language,
                          quiet=quiet)
-            write_mined(mined_path, mined)
+            write_pairs(mined_path, mined)
         mined_record = {"per_question": mine_negatives, "model": mine_model, "floor": mine_floor,
                         "language": mine_language or "en", "pairs": len(mined), "sha256": sha256(mined_path)}
         pairs = pairs + mined
@@ -200,10 +198,7 @@ def train(
     )
     losses = result.losses
     save_model(model, source, out)
-    (out / "held_out.jsonl").write_text(
-        "".join(json.dumps({"a": p.a, "b": p.b, "label": int(p.label)}, ensure_ascii=False) + "\n" for p in held),
-        encoding="utf-8",
-    )
+    write_pairs(out / "held_out.jsonl", held)
     window = max(1, min(50, len(losses)))
     record = {
         "kind": "verifier (cross-encoder)",

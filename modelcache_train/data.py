@@ -40,6 +40,14 @@ def read_pairs(path: Path) -> list[Pair]:
     return pairs
 
 
+def write_pairs(path: Path, pairs: list[Pair]) -> None:
+    """Rows of the eval format, written whole or not at all (a temporary file renamed)."""
+    partial = path.with_suffix(".tmp")
+    partial.write_text("".join(json.dumps({"a": p.a, "b": p.b, "label": int(p.label)}, ensure_ascii=False) + "\n"
+                               for p in pairs), encoding="utf-8")
+    partial.replace(path)
+
+
 def check_training_files(files: list[Path]) -> None:
     """Never train on an evaluation file (DESIGN §12); a missing file stops before any work."""
     for path in files:

@@ -16,7 +16,6 @@ model would embed a hair differently.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -107,16 +106,3 @@ def _clusters(pairs: Sequence[Pair]) -> Any:
             if a != b:
                 parent[max(a, b)] = min(a, b)
     return find
-
-
-def write(path: Path, mined: Sequence[Pair]) -> None:
-    partial = path.with_suffix(".tmp")
-    partial.write_text("".join(json.dumps({"a": p.a, "b": p.b, "label": 0}, ensure_ascii=False) + "\n"
-                               for p in mined), encoding="utf-8")
-    partial.replace(path)
-
-
-def read(path: Path) -> list[Pair]:
-    from .data import read_pairs
-
-    return read_pairs(path)

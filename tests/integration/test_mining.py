@@ -5,7 +5,8 @@ after normalising, or the precision guard refuses the pair."""
 from __future__ import annotations
 
 from modelcache_train.data import Pair
-from modelcache_train.mining import mine, read, write
+from modelcache_train.data import read_pairs, write_pairs
+from modelcache_train.mining import mine
 
 PAIRS = [
     Pair("What is the capital city of France?", "What's the capital of France?", 1.0),
@@ -45,7 +46,7 @@ def test_the_floor_and_the_count_bound_what_is_mined(tmp_path) -> None:
         counts[p.b] = counts.get(p.b, 0) + 1
     assert max(counts.values()) == 2 and len(counts) == len({p.b for p in PAIRS})
     path = tmp_path / "mined.jsonl"
-    write(path, two)
-    assert read(path) == two
+    write_pairs(path, two)
+    assert read_pairs(path) == two
     # the same pairs and model mine the same negatives, in the same order
     assert mine(PAIRS, "packaged:minilm-cache-en", per_question=2, floor=-1.0, quiet=True) == two
