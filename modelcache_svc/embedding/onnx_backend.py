@@ -21,6 +21,7 @@ exported model); otherwise transformers' tokenizer is used as before.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import io
 import json
@@ -54,6 +55,20 @@ _PROBES = (
 )
 # torch's exporter keeps global state: one export at a time in a process.
 _EXPORT_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def export_lock(folder: Path) -> Iterator[None]:
+    """One export into ``folder`` at a time, across threads and processes: replicas started together on one
+    model cache folder export the same model at once otherwise, and onnxruntime's quantiser writes and removes a
+    fixed-name file beside its input (``<name>-inferred.onnx``), which the other's quantiser then cannot find."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with _EXPORT_LOCK, open(folder / ".export.lock", "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 log = logging.getLogger("modelcache_svc.embedding")
 # Loggers of the exporter and onnxruntime's fuser: each step logged at INFO ("Fused Gelu: 6").
 _EXPORT_LOGGERS = ("transformers", "torch", "torch.onnx", "onnx_model", "onnx_model_bert", "fusion_base",
@@ -241,7 +256,7 @@ class OnnxEmbedder(ModelInfo):
         folder = cache_dir / f"{model_id}-{_fingerprint(source)}"
         fp32 = folder / "model.onnx"
         path = folder / "model.int8.onnx" if int8 else fp32
-        with _EXPORT_LOCK:
+        with export_lock(folder):
             if not fp32.exists() or (int8 and not path.exists()):
                 log.info("exporting the embedding model %s to ONNX once (about 10-40 s); later starts reuse %s",
                          model_id, folder)
@@ -256,7 +271,7 @@ class OnnxEmbedder(ModelInfo):
         self._tokenizer = None if self._fast is not None else _auto_tokenizer(source)
         self._lock = threading.Lock()
         if fused and not int8:
-            with _EXPORT_LOCK:
+            with export_lock(folder):
                 probes = [self._feed(list(_PROBES[:6])), self._feed(list(_PROBES[6:]))]
                 with _quiet():
                     path = _fused_checked(fp32, folder, source, probes) or fp32

@@ -85,6 +85,13 @@ def tenant_hash(tenant: str) -> str:
 
 
 _FIELDS = ["id", "scope", "tenant", "ctx", "vector"]
+# The fields every search filters on, indexed on a Milvus server when it makes the collection: INVERTED where
+# the server has it (2.4+, Milvus Lite's server), else Trie (2.3's VARCHAR index). Unindexed, the filter cost
+# 5.5-6.4 ms a search at a million rows of one scope (tests/perf/milvus_filter_probe.py; docs/operations.md).
+SCALAR_INDEXED = ("scope", "ctx")
+SCALAR_INDEX_TYPES = ("INVERTED", "Trie")
+# What a load of a collection says while its creator has not made the vector index yet.
+_NO_INDEX_YET = ("index not found", "no vector index")
 _HEXDIGITS = "0123456789abcdef"
 _PAGE_ROWS = 20_000
 # Lite: one copy (index, journals, lock) per Milvus Lite file, shared by every store of this process on it.
@@ -225,6 +232,7 @@ class MilvusVectorStore:
             if self._client.has_collection(name):
                 if not self._lite:  # Lite: loaded only to be read back (``_read_rows``): writes need no load
                     self._load_collection(name)
+                    self._say_if_unindexed(name)
                 return
             try:
                 self._create_collection(name, dim)
@@ -372,11 +380,11 @@ class MilvusVectorStore:
     def _load_collection(self, name: str) -> None:
         """Load a collection that another replica may still be setting up.
 
-        Creating one is three calls (collection, index, load): a replica that
-        finds the collection between the first two gets "index not found" from
-        load. It waits for the creator's index, and builds the same index itself
-        if none comes (a creator that died half-way); Milvus takes an identical
-        index twice.
+        Creating one is four steps (collection, scalar indexes, vector index,
+        load: _create_collection): a replica that finds the collection before
+        the vector index gets "index not found" from load. It waits for the
+        creator's indexes, and builds the same ones itself if none come (a
+        creator that died half-way); Milvus takes an identical index twice.
         """
         deadline = time.monotonic() + max(30.0, 6 * self._timeout)
         attempt = 0
@@ -385,16 +393,20 @@ class MilvusVectorStore:
                 self._client.load_collection(name)
                 return
             except Exception as exc:
-                if "index not found" not in str(exc).lower() or time.monotonic() > deadline:
+                said = str(exc).lower()
+                # "index not found" (2.4+, Milvus Lite's server), "there is no vector index on collection" (2.3)
+                if not any(w in said for w in _NO_INDEX_YET) or time.monotonic() > deadline:
                     raise
             attempt += 1
             time.sleep(0.5)
             if attempt >= 4 and not self._lite:
                 try:
-                    index = self._client.prepare_index_params()
-                    index.add_index("vector", index_type=self._index_type, metric_type="COSINE",
-                                    params=self._index_params)
-                    self._client.create_index(name, index)
+                    fields = {self._client.describe_index(name, i).get("field_name", i)
+                              for i in self._client.list_indexes(name)}
+                    for field in SCALAR_INDEXED:
+                        if field not in fields:
+                            self._add_scalar_index(name, field)
+                    self._client.create_index(name, self._vector_index())
                 except Exception:
                     pass  # the creator's index landed meanwhile, or the next load says why
 
@@ -407,17 +419,55 @@ class MilvusVectorStore:
         schema.add_field("tenant", DataType.VARCHAR, max_length=32)
         schema.add_field("ctx", DataType.VARCHAR, max_length=64)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
-        index = self._client.prepare_index_params()
         if self._lite:  # never searched: the in-process index answers (see the module's note)
+            index = self._client.prepare_index_params()
             index.add_index("vector", index_type="FLAT", metric_type="COSINE")
-        else:
-            index.add_index("vector", index_type=self._index_type, metric_type="COSINE", params=self._index_params)
-        kwargs: dict[str, Any] = {}
-        if not self._lite:
-            kwargs["consistency_level"] = "Bounded"
-        self._client.create_collection(name, schema=schema, index_params=index, **kwargs)
-        if self._lite:  # create_collection loads it; Lite's own index would only grow beside the copy
+            self._client.create_collection(name, schema=schema, index_params=index)
+            # create_collection loads it; Lite's own index would only grow beside the copy
             self._client.release_collection(name)
+            return
+        # A server collection is made in four steps, in this order: the collection, the scalar indexes, the
+        # vector index, the load. Another replica that finds the collection meanwhile loads it (_load_collection),
+        # and a load waits for the vector index, which comes last: no replica loads a collection whose scalar
+        # indexes are still to come, and none is ever released to add them.
+        self._client.create_collection(name, schema=schema, consistency_level="Bounded")
+        for field in SCALAR_INDEXED:
+            self._add_scalar_index(name, field)
+        self._client.create_index(name, self._vector_index())
+        self._client.load_collection(name)
+
+    def _vector_index(self) -> Any:
+        index = self._client.prepare_index_params()
+        index.add_index("vector", index_type=self._index_type, metric_type="COSINE", params=self._index_params)
+        return index
+
+    def _add_scalar_index(self, name: str, field: str) -> None:
+        refused = []
+        for kind in SCALAR_INDEX_TYPES:
+            index = self._client.prepare_index_params()
+            index.add_index(field, index_type=kind)
+            try:
+                self._client.create_index(name, index)
+                return
+            except Exception as exc:
+                refused.append(f"{kind}: {exc}")
+        # Searched as before (a filter over every row of the scope), and said why.
+        log.warning("milvus: no scalar index on %s of %s (%s)", field, name, "; ".join(refused)[:300])
+
+    def _say_if_unindexed(self, name: str) -> None:
+        """A collection made before the scalar indexes (or by a creator that died half-way) is searched without
+        them: correct, slower at a million rows. Adding them needs a release, which would take the collection
+        from every replica serving it, so it is left to the operator (docs/operations.md, "Scalar indexes on
+        scope and ctx") and said once at open."""
+        try:
+            fields = {self._client.describe_index(name, i).get("field_name", i)
+                      for i in self._client.list_indexes(name)}
+        except Exception:
+            return  # a server that cannot say: searched as before
+        missing = [f for f in SCALAR_INDEXED if f not in fields]
+        if missing:
+            log.info("milvus: collection %s has no scalar index on %s; searches filter every row of a scope "
+                     "(docs/operations.md, 'Scalar indexes on scope and ctx')", name, ", ".join(missing))
 
     def _partition(self, collection: str, scope: str, create: bool) -> str | None:
         if not self._lite:

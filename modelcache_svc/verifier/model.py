@@ -16,7 +16,6 @@ import json
 import math
 import logging
 import os
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,6 @@ log = logging.getLogger("modelcache_svc.verifier")
 OPTIONS_FILE = "verifier.json"
 EXPORT_VERSION = 3
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-_EXPORT_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,14 +116,14 @@ class Verifier:
 
     def __init__(self, model_id: str, source: Path, cache_dir: Path, *, max_seq_length: int = 128,
                  threads: int = 1) -> None:
-        from ..embedding.onnx_backend import _session, quantise
+        from ..embedding.onnx_backend import _session, export_lock, quantise
 
         if not (source / "model.safetensors").is_file() or not (source / "tokenizer.json").is_file():
             raise FileNotFoundError(f"{source} is not a verifier folder (model.safetensors, tokenizer.json)")
         folder = cache_dir / f"{model_id}-{_fingerprint(source)}"
         plain = folder / "verifier.onnx"
         path = folder / "verifier.int8.onnx"
-        with _EXPORT_LOCK:
+        with export_lock(folder):
             if not path.exists():
                 log.info("exporting the verifier %s to ONNX (int8) once; later starts reuse %s", model_id, folder)
                 from ..embedding.onnx_backend import _quiet

@@ -469,3 +469,52 @@ def test_replicas_started_together_share_one_collection(
             except Exception:
                 p.kill()
 
+
+
+def test_a_server_collection_is_made_with_indexes_on_the_fields_every_search_filters_on(
+    vector_server: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every search filters on scope and ctx: a new collection on a Milvus server is made with a scalar index on
+    both, before the vector index that lets it load. One made without them (an older collection) is opened,
+    searched and written as before, never released to add them, and the open says so."""
+    import logging
+
+    import numpy as np
+    from pymilvus import DataType, MilvusClient
+
+    from modelcache_svc.stores.milvus_store import SCALAR_INDEXED, MilvusVectorStore
+
+    def indexed(client: MilvusClient, name: str) -> set[str]:
+        return {client.describe_index(name, i).get("field_name", i) for i in client.list_indexes(name)}
+
+    client = MilvusClient(uri=vector_server, timeout=30)
+    vector = np.ones(8, dtype=np.float32) / np.sqrt(8)
+    store = MilvusVectorStore(vector_server, "sx" + uuid.uuid4().hex[:8], timeout=30)
+    name = store.ensure_collection("probe-model", 8)
+    assert {"vector", *SCALAR_INDEXED} <= indexed(client, name)
+    store.insert("probe-model", "t", "m", [("e1", "0" * 16)], vector[None, :])
+    hits, _ = poll(lambda: store.search("probe-model", "t", "m", "0" * 16, vector, 5), lambda h: bool(h), 30)
+    assert [h.id for h in hits] == ["e1"]
+    assert store.search("probe-model", "t", "m", "1" * 16, vector, 5) == []
+    assert store.search("probe-model", "t", "other", "0" * 16, vector, 5) == []
+
+    old = MilvusVectorStore(vector_server, "so" + uuid.uuid4().hex[:8], timeout=30)
+    old_name = old.collection_name("probe-model", 8)
+    schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=64)
+    schema.add_field("scope", DataType.VARCHAR, max_length=32, is_partition_key=True)
+    schema.add_field("tenant", DataType.VARCHAR, max_length=32)
+    schema.add_field("ctx", DataType.VARCHAR, max_length=64)
+    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=8)
+    params = client.prepare_index_params()
+    params.add_index("vector", index_type="HNSW", metric_type="COSINE", params={"M": 16, "efConstruction": 80})
+    client.create_collection(old_name, schema=schema, index_params=params, consistency_level="Strong")
+    with caplog.at_level(logging.INFO, logger="modelcache_svc.milvus"):
+        assert old.ensure_collection("probe-model", 8) == old_name
+    assert indexed(client, old_name) == {"vector"}
+    assert any("no scalar index on scope, ctx" in r.getMessage() for r in caplog.records)
+    old.insert("probe-model", "t", "m", [("e1", "0" * 16)], vector[None, :])
+    hits, _ = poll(lambda: old.search("probe-model", "t", "m", "0" * 16, vector, 5), lambda h: bool(h), 30)
+    assert [h.id for h in hits] == ["e1"]
+    for n in (name, old_name):
+        client.drop_collection(n)
