@@ -158,7 +158,7 @@ def run(args: argparse.Namespace, environ: dict[str, str]) -> int:
 def run_size(args: argparse.Namespace, settings: Any, mode: str, n: int, uri: str | None, real: bulk_load.RealSet,
              query_vectors: np.ndarray, root: Path, bar: Any, say: Any, milvus: MilvusServer | None) -> dict[str, Any]:
     from .bench_server import ChildServer, metrics_delta, rss_mb, scrape, tree_rss_mb
-    from .load import LoadGenerators, ask_quality, load_entries, query_bytes
+    from .load import LoadGenerators, ask_answers, ask_quality, load_entries, query_bytes, same_answers
     from ..stores import open_scalar_store
     from ..stores.approx_index import ApproxParams
     from ..stores.milvus_store import MilvusVectorStore
@@ -234,6 +234,12 @@ def run_size(args: argparse.Namespace, settings: Any, mode: str, n: int, uri: st
             ins = asyncio.run(load_entries(server.target, (), tenant, model, new, 32, 2))  # type: ignore[arg-type]
             out["insert"] = {"entries": ins["entries"], "entries_per_s": ins["entries_per_s"],
                              "batch_p50_ms": ins["batch_p50_ms"]}
+        # What a restart must answer as this server does: the last acknowledged Inserts asked word for word
+        # (their own entries: in the journal, not the saved copy, when the server is killed next) and the
+        # first paraphrases (their own entries, another, or a miss: whatever this server answers).
+        asked = real.semantic[: min(100, args.recall_queries)]
+        checked = [q for q, _ in asked] + (new.questions[-100:] if args.inserts else [])
+        answered = asyncio.run(ask_answers(server.target, (), tenant, model, checked))
         out["rss_end"] = rss_mb(server.pid)
         # What the host must hold: our process (embedded, Milvus Lite 3 serves from threads inside it) and any child.
         out["rss_tree_end_mb"] = tree_rss_mb(server.pid)
@@ -254,6 +260,10 @@ def run_size(args: argparse.Namespace, settings: Any, mode: str, n: int, uri: st
             w = SimpleNamespace(semantic=real.semantic[: min(100, args.recall_queries)])
             out["quality_after_kill"] = asyncio.run(ask_quality(killed.target, (), tenant, model,  # type: ignore[arg-type]
                                                                 w, real_ids))
+            again = asyncio.run(ask_answers(killed.target, (), tenant, model, checked))
+            n = len(asked)
+            out["answered_as_before_kill"] = {"paraphrases": same_answers(answered[:n], again[:n]),
+                                              "last_inserts_word_for_word": same_answers(answered[n:], again[n:])}
         finally:
             killed.stop()
     if args.cold and mode == "embedded":
@@ -505,6 +515,10 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
             if "ready_after_kill_s" in big:
                 out.append({"name": f"{mode}: ready s after kill -9 at {big['entries']}",
                             "value": big["ready_after_kill_s"], "limit": 60, "ok": big["ready_after_kill_s"] <= 60})
+            for part, same in (big.get("answered_as_before_kill") or {}).items():
+                out.append({"name": f"{mode}: {part} answered as before kill -9 at {big['entries']}",
+                            "value": f"{same['same']} / {same['queries']}", "limit": "all",
+                            "ok": same["same"] == same["queries"]})
             if mode == "embedded":  # ours and Milvus Lite's server together; the start-up's peak counts
                 rss = big.get("rss_tree_end_mb") or (big.get("rss_end") or {}).get("rss_mb")
                 peak = max([rss or 0.0] + [(big.get(k) or {}).get("peak_rss_mb") or 0.0

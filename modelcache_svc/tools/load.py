@@ -217,6 +217,35 @@ async def ask_quality(target: str, metadata: Any, tenant: str, model: str, w: Wo
     return score(verdicts)
 
 
+async def ask_answers(target: str, metadata: Any, tenant: str, model: str, questions: Sequence[str],
+                      concurrency: int = 4) -> list[tuple[str, str]]:
+    """What the server answers each question: (the entry's id, its answer), ("", "") for a miss. A restart
+    that serves right answers every question as the server before it did."""
+    import grpc
+
+    from ..transport.proto import pb
+
+    answers: list[tuple[str, str]] = [("", "")] * len(questions)
+    async with grpc.aio.insecure_channel(target) as channel:
+        call = channel.unary_unary(QUERY_METHOD, request_serializer=None, response_deserializer=pb.QueryResponse.FromString)
+
+        async def lane(k: int) -> None:
+            for j in range(k, len(questions), concurrency):
+                r = await call(query_bytes(tenant, model, questions[j]), metadata=metadata or None, timeout=60)
+                answers[j] = (r.id, r.answer) if r.hit else ("", "")
+
+        await asyncio.gather(*(lane(k) for k in range(concurrency)))
+    return answers
+
+
+def same_answers(before: Sequence[tuple[str, str]], after: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    """How many questions a restarted server answers as the one before it did (the same entry and answer, or a
+    miss for a miss), and the first few that differ."""
+    differ = [j for j, (a, b) in enumerate(zip(before, after)) if a != b]
+    return {"queries": len(before), "same": len(before) - len(differ), "hits_before": sum(bool(a[0]) for a in before),
+            "differ_at": differ[:10]}
+
+
 def score(verdicts: Sequence[str]) -> dict[str, Any]:
     c = Counter(verdicts)
     right, wrong, miss = c["right"], c["wrong"], c["miss"]
