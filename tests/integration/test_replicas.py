@@ -497,6 +497,20 @@ def test_a_server_collection_is_made_with_indexes_on_the_fields_every_search_fil
     assert [h.id for h in hits] == ["e1"]
     assert store.search("probe-model", "t", "m", "1" * 16, vector, 5) == []
     assert store.search("probe-model", "t", "other", "0" * 16, vector, 5) == []
+    # The server filters on the scope and the store on the context: the nearest 30 rows of the scope are of
+    # one context, and a search in another still finds its own row behind them (the second, filtered search).
+    rng = np.random.default_rng(0)
+    near = vector[None, :] + 0.01 * rng.standard_normal((30, 8)).astype(np.float32)
+    near /= np.linalg.norm(near, axis=1, keepdims=True)
+    store.insert("probe-model", "t", "m", [(f"a{i:02x}", "0" * 16) for i in range(30)], near)
+    far = np.eye(8, dtype=np.float32)[:1]
+    store.insert("probe-model", "t", "m", [("e2", "2" * 16)], far)
+    hits, _ = poll(lambda: store.search("probe-model", "t", "m", "2" * 16, vector, 5), lambda h: bool(h), 30)
+    assert [h.id for h in hits] == ["e2"]
+    assert abs(hits[0].similarity - float(vector @ far[0])) < 1e-4
+    hits, _ = poll(lambda: store.search("probe-model", "t", "m", "0" * 16, vector, 5), lambda h: len(h) == 5, 30)
+    assert len(hits) == 5 and all(h.id.startswith(("a", "e1")) for h in hits)
+    assert [h.similarity for h in hits] == sorted((h.similarity for h in hits), reverse=True)
 
     old = MilvusVectorStore(vector_server, "so" + uuid.uuid4().hex[:8], timeout=30)
     old_name = old.collection_name("probe-model", 8)
