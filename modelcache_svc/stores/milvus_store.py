@@ -401,11 +401,7 @@ class MilvusVectorStore:
             time.sleep(0.5)
             if attempt >= 4 and not self._lite:
                 try:
-                    fields = {self._client.describe_index(name, i).get("field_name", i)
-                              for i in self._client.list_indexes(name)}
-                    for field in SCALAR_INDEXED:
-                        if field not in fields:
-                            self._add_scalar_index(name, field)
+                    self._add_scalar_indexes(name, [f for f in SCALAR_INDEXED if f not in self._indexed_fields(name)])
                     self._client.create_index(name, self._vector_index())
                 except Exception:
                     pass  # the creator's index landed meanwhile, or the next load says why
@@ -431,8 +427,7 @@ class MilvusVectorStore:
         # and a load waits for the vector index, which comes last: no replica loads a collection whose scalar
         # indexes are still to come, and none is ever released to add them.
         self._client.create_collection(name, schema=schema, consistency_level="Bounded")
-        for field in SCALAR_INDEXED:
-            self._add_scalar_index(name, field)
+        self._add_scalar_indexes(name, SCALAR_INDEXED)
         self._client.create_index(name, self._vector_index())
         self._client.load_collection(name)
 
@@ -452,18 +447,23 @@ class MilvusVectorStore:
             return tuple(reversed(SCALAR_INDEX_TYPES))
         return SCALAR_INDEX_TYPES
 
-    def _add_scalar_index(self, name: str, field: str) -> None:
-        refused = []
-        for kind in self._scalar_index_types():
-            index = self._client.prepare_index_params()
-            index.add_index(field, index_type=kind)
-            try:
-                self._client.create_index(name, index)
-                return
-            except Exception as exc:
-                refused.append(f"{kind}: {exc}")
-        # Searched as before (a filter over every row of the scope), and said why.
-        log.warning("milvus: no scalar index on %s of %s (%s)", field, name, "; ".join(refused)[:300])
+    def _indexed_fields(self, name: str) -> set[str]:
+        return {self._client.describe_index(name, i).get("field_name", i) for i in self._client.list_indexes(name)}
+
+    def _add_scalar_indexes(self, name: str, fields: Sequence[str]) -> None:
+        kinds = self._scalar_index_types() if fields else ()
+        for field in fields:
+            refused = []
+            for kind in kinds:
+                index = self._client.prepare_index_params()
+                index.add_index(field, index_type=kind)
+                try:
+                    self._client.create_index(name, index)
+                    break
+                except Exception as exc:
+                    refused.append(f"{kind}: {exc}")
+            else:  # searched as before (a filter over every row of the scope), and said why
+                log.warning("milvus: no scalar index on %s of %s (%s)", field, name, "; ".join(refused)[:300])
 
     def _say_if_unindexed(self, name: str) -> None:
         """A collection made before the scalar indexes (or by a creator that died half-way) is searched without
@@ -471,8 +471,7 @@ class MilvusVectorStore:
         from every replica serving it, so it is left to the operator (docs/operations.md, "Scalar indexes on
         scope and ctx") and said once at open."""
         try:
-            fields = {self._client.describe_index(name, i).get("field_name", i)
-                      for i in self._client.list_indexes(name)}
+            fields = self._indexed_fields(name)
         except Exception:
             return  # a server that cannot say: searched as before
         missing = [f for f in SCALAR_INDEXED if f not in fields]
