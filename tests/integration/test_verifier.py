@@ -108,3 +108,43 @@ def test_the_onnx_export_gives_the_trained_models_logits() -> None:
     plain = ort.InferenceSession(str(source / "verifier.onnx"), providers=["CPUExecutionProvider"])
     assert np.allclose(plain.run(None, feed)[0], want, atol=1e-3)
     assert np.allclose(np.array(verifier.logits(firsts, seconds)), want, atol=1.0)
+
+
+def test_an_mpnet_verifier_exports_and_serves_its_logits(tmp_path: Path) -> None:
+    """A verifier on an MPNet base (all-mpnet-base-v2's tokenizer, a small random network of its shape): MPNet
+    takes no segment types, so its graph has no token_type_ids input and the served feed leaves them out; the
+    ids are transformers' and the logits the torch model's."""
+    import shutil
+
+    import onnxruntime as ort
+    import torch
+    from transformers import AutoTokenizer, MPNetConfig, MPNetModel
+
+    from modelcache_svc.embedding.models import resolve_model
+    from modelcache_svc.verifier.cross_encoder import build_model, save_model
+    from modelcache_svc.verifier.model import Verifier
+
+    _, base = resolve_model("packaged:all-mpnet-base-v2")
+    small = tmp_path / "small-mpnet"
+    torch.manual_seed(0)
+    MPNetModel(MPNetConfig(vocab_size=30527, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                           intermediate_size=64)).save_pretrained(str(small))
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
+        shutil.copyfile(Path(base) / name, small / name)
+    model = build_model(torch, small).eval()
+    assert not model.takes_types
+    trained = tmp_path / "verifier-mpnet"
+    save_model(model, small, trained)
+
+    verifier = Verifier("verifier-mpnet", trained, tmp_path / "cache")
+    firsts = [NEAR_MISS[1], PARAPHRASE[1], "What's the capital of Vietnam?"]
+    seconds = [NEAR_MISS[0], PARAPHRASE[0], "capital city of Vietnam?"]
+    tokens = AutoTokenizer.from_pretrained(str(trained))(firsts, seconds, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        want = build_model(torch, trained).eval()(tokens["input_ids"], tokens["attention_mask"], None).numpy()
+    feed = verifier._feed(firsts, seconds)
+    assert set(feed) == {"input_ids", "attention_mask"}
+    assert np.array_equal(feed["input_ids"], tokens["input_ids"].numpy())
+    plain = ort.InferenceSession(str(verifier.path.parent / "verifier.onnx"), providers=["CPUExecutionProvider"])
+    assert np.allclose(plain.run(None, feed)[0], want, atol=1e-4)
+    assert np.allclose(np.array(verifier.logits(firsts, seconds)), want, atol=0.1)
