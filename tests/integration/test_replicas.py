@@ -54,6 +54,10 @@ VECTOR_VISIBLE_S = 6.0
 STALE_BOUND_S = CACHE_TTL_S + 1.0
 BIN = Path(sys.executable).parent
 
+# The test's own clients send no keepalive pings: Milvus Lite's server answers them with GOAWAY "too_many_pings"
+# and then refused a new connection of this process ("Too many pings", seen once in CI on a slow host).
+NO_PINGS = {"grpc.keepalive_time_ms": 2**31 - 1, "grpc.keepalive_permit_without_calls": 0}
+
 
 def user(text: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": text}]
@@ -93,7 +97,7 @@ def _wait_for_milvus(uri: str, proc: subprocess.Popen[bytes], timeout: float) ->
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1):
                 pass
-            client = MilvusClient(uri=uri, timeout=5)
+            client = MilvusClient(uri=uri, timeout=5, grpc_options=NO_PINGS)
             try:
                 client.list_collections()
                 return None
@@ -330,7 +334,7 @@ def test_clear_removes_the_vectors_from_the_shared_store(replicas: Replicas, vec
         a.insert(tenant, MODEL, user(Q), ANSWER)
         a.insert(tenant, MODEL, user("What is the boiling point of water?"), "100 C at sea level.")
         b.clear(tenant, MODEL)
-    client = MilvusClient(uri=vector_server, timeout=10)
+    client = MilvusClient(uri=vector_server, timeout=10, grpc_options=NO_PINGS)
     try:
         scope = scope_hash(tenant, MODEL)
         names = [n for n in client.list_collections() if "_mc_" in n]
@@ -487,7 +491,7 @@ def test_a_server_collection_is_made_with_indexes_on_the_fields_every_search_fil
     def indexed(client: MilvusClient, name: str) -> set[str]:
         return {client.describe_index(name, i).get("field_name", i) for i in client.list_indexes(name)}
 
-    client = MilvusClient(uri=vector_server, timeout=30)
+    client = MilvusClient(uri=vector_server, timeout=30, grpc_options=NO_PINGS)
     vector = np.ones(8, dtype=np.float32) / np.sqrt(8)
     store = MilvusVectorStore(vector_server, "sx" + uuid.uuid4().hex[:8], timeout=30)
     name = store.ensure_collection("probe-model", 8)
